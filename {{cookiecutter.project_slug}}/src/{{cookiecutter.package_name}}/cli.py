@@ -1,0 +1,99 @@
+"""Factor XII: every process, long-running or one-off, starts here, from the same code and configuration.
+
+The console script (`<slug>`, declared in pyproject.toml) is the single entry point of the Procfile's
+process types and of admin tasks. Each command loads and validates the settings first, so a bad
+environment stops it before it binds a port or touches a database.
+"""
+
+from __future__ import annotations
+
+import code
+import os
+import sys
+
+import click
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import models
+from .database import create_sync_database_engine
+from .logs import configure_logging
+from .schema import upgrade_to_head
+from .settings import ConfigurationError, Settings, load_settings
+
+
+def load_or_exit() -> Settings:
+    """Validated settings with logging configured, or exit naming every bad variable."""
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        click.echo(str(error), err=True)
+        # EX_CONFIG from sysexits.h: a supervisor can tell "misconfigured" from "crashed".
+        sys.exit(os.EX_CONFIG)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run one of the service's process types or admin commands."""
+
+
+@main.command()
+def web() -> None:
+    """Serve HTTP on $PORT (the Procfile's `web` process)."""
+    settings = load_or_exit()
+    uvicorn.run(
+        f"{__package__}.web.app:app_from_environment",
+        factory=True,
+        # All interfaces: inside a container or dyno the router reaches the process from outside.
+        host="0.0.0.0",  # noqa: S104
+        port=settings.port,
+        workers=settings.web_concurrency,
+        # Trust X-Forwarded-Proto/For only from these proxies, so url_for builds https:// links behind TLS.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Our root handler formats every line (see logs.py); uvicorn must not install its own.
+        log_config=None,
+        # The request-id middleware writes one access line per request, with the request id on it.
+        access_log=False,
+        # Finish in-flight requests after SIGTERM, but never past the platform's kill deadline.
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        # Don't advertise the server software to clients.
+        server_header=False,
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database schema to the code's head (the Procfile's `release` process)."""
+    settings = load_or_exit()
+    upgrade_to_head(settings)
+    click.echo("Database schema is at head.", err=True)
+
+
+@main.command()
+def config() -> None:
+    """Print every setting as the process sees it, secrets masked."""
+    settings = load_or_exit()
+    for name, value in settings.displayed():
+        click.echo(f"{name}={value}")
+
+
+@main.command()
+def shell() -> None:
+    """An interactive Python shell with settings, an engine and a session loaded."""
+    settings = load_or_exit()
+    engine = create_sync_database_engine(settings)
+    with Session(engine) as session:
+        namespace = {
+            "settings": settings,
+            "engine": engine,
+            "session": session,
+            "models": models,
+            "select": select,
+        }
+        banner = f"Loaded: {', '.join(namespace)}"
+        code.interact(banner=banner, local=namespace, exitmsg="")
+    engine.dispose()

@@ -1,0 +1,96 @@
+"""Factor XI: logs are one stream of events on stdout, and the platform routes them.
+
+Every process type calls `configure_logging()` once at start. It installs a single handler on the root
+logger; uvicorn's loggers (run with `log_config=None`) and, later, Celery's propagate into it, so each event
+is written once, in one format. Nothing here opens a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+# The id of the request (or job) being handled; set by the web middleware, read by every log line.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
+# (uvicorn adds `color_message`, a copy of the message with terminal colour codes.)
+STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id, so a request's lines can be found together."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log routers and search tools parse without configuration."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in STANDARD_RECORD_ATTRIBUTES and value is not None:
+                event[key] = value
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            event["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(event, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """A line a person can read in a terminal, with the same fields as the JSON form."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {
+            key: value
+            for key, value in vars(record).items()
+            if key not in STANDARD_RECORD_ATTRIBUTES and value is not None
+        }
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return line
+
+
+def configure_logging(level: int, log_format: Literal["json", "console"]) -> None:
+    """Send every log record of this process to stdout, once, in the chosen format."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    handler.addFilter(RequestIdFilter())
+
+    root = logging.getLogger()
+    for existing in root.handlers[:]:
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+    # uvicorn's loggers keep no handlers of their own and propagate to the root handler above.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # uvicorn writes access lines only if this logger has a handler; the request-id middleware writes ours.
+    logging.getLogger("uvicorn.access").handlers.clear()
+    logging.getLogger("uvicorn.access").propagate = False
+    # Python warnings become log events too, instead of bare text on stderr.
+    logging.captureWarnings(True)

@@ -1,0 +1,44 @@
+"""Alembic's environment: migrations use the same settings and URL normaliser as every other process.
+
+The URL object goes straight to the engine, never through Alembic's ini file, so passwords containing
+`%` or `@` need no escaping.
+"""
+
+from alembic import context
+from sqlalchemy import Connection
+
+from {{ cookiecutter.package_name }}.database import create_sync_database_engine, sync_url
+from {{ cookiecutter.package_name }}.logs import configure_logging
+from {{ cookiecutter.package_name }}.models import Base
+from {{ cookiecutter.package_name }}.settings import load_settings
+
+
+def run_migrations(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=Base.metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def main() -> None:
+    # `<slug> migrate` hands over a connection that already holds the migration lock.
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run_migrations(connection)
+        return
+    # Run as `alembic ...` from a shell (for example to autogenerate a revision).
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if context.is_offline_mode():
+        context.configure(
+            url=sync_url(settings.database_url), target_metadata=Base.metadata, literal_binds=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_sync_database_engine(settings)
+    with engine.connect() as connection:
+        run_migrations(connection)
+    engine.dispose()
+
+
+main()

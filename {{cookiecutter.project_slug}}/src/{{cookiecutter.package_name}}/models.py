@@ -1,0 +1,53 @@
+"""The service's tables. Alembic compares these with the migrations; `alembic check` fails on any drift."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints can be altered and dropped by later migrations; unnamed ones differ per database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigIntegerKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ItemStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[ItemStatus] = mapped_column(
+        # A VARCHAR with a CHECK constraint: adding a status later is a plain migration, no ALTER TYPE.
+        Enum(
+            ItemStatus,
+            native_enum=False,
+            length=16,
+            create_constraint=True,
+            name="status",
+            values_callable=lambda statuses: [status.value for status in statuses],
+        ),
+        default=ItemStatus.PENDING,
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

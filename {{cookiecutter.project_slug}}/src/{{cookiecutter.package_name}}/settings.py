@@ -1,0 +1,164 @@
+"""Factor III: all configuration comes from the environment, is validated once at start, and fails fast.
+
+This is the only module that reads environment variables. `load_settings()` is called by the entry point
+of each process (see `cli.py`), never at import, and the resulting frozen `Settings` is passed down
+explicitly to the web app, the engines and the commands.
+
+Validation is deferred (`Env(eager=False)` then `seal()`), so one start-up error names every missing or
+invalid variable at once instead of making you fix them one restart at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from environs import Env, EnvValidationError
+from marshmallow import ValidationError
+from marshmallow.validate import Length, NoneOf, OneOf, Range
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .database import SUPPORTED_DATABASE_BACKENDS
+
+LogFormat = Literal["json", "console"]
+
+# Values that appear in examples and tutorials; a key anyone can read signs nothing.
+PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")
+SECRET_FIELDS = frozenset({"secret_key"})
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ConfigurationError(Exception):
+    """Every problem found in the environment, keyed by variable name."""
+
+    def __init__(self, problems: dict[str, list[str]]) -> None:
+        self.problems = problems
+        lines = [f"  {name}: {' '.join(messages)}" for name, messages in sorted(problems.items())]
+        super().__init__("Invalid configuration, fix these environment variables:\n" + "\n".join(lines))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated configuration. Field `foo_bar` is environment variable `FOO_BAR`."""
+
+    database_url: URL
+    redis_url: str
+    secret_key: str = dataclasses.field(repr=False)
+    port: int
+    web_concurrency: int
+    forwarded_allow_ips: str
+    log_level: int
+    log_format: LogFormat
+    db_pool_size: int
+    db_max_overflow: int
+    graceful_timeout: int
+
+    def displayed(self) -> Iterator[tuple[str, str]]:
+        """(VARIABLE, value) pairs safe to print or log: secrets and URL passwords are masked."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in SECRET_FIELDS:
+                shown = "********"
+            elif isinstance(value, URL):
+                shown = value.render_as_string(hide_password=True)
+            elif field.name == "redis_url":
+                shown = mask_url_password(value)
+            elif field.name == "log_level":
+                shown = logging.getLevelName(value)
+            else:
+                shown = str(value)
+            yield field.name.upper(), shown
+
+
+def mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
+    """Read and validate every setting, raising one `ConfigurationError` that names all problems.
+
+    `dotenv` is read only if it exists, only from the path given (never from parent folders), and never
+    overrides a variable that is already exported: the real environment always wins.
+    """
+    env = Env(eager=False)
+    if dotenv is not None and dotenv.is_file():
+        env.read_env(dotenv, recurse=False, override=False)
+
+    env.add_parser("database_url", _parse_database_url)
+    env.add_parser("redis_url", _parse_redis_url)
+
+    values: dict[str, Any] = {
+        # Backing services are attached by URL (factor IV); there is deliberately no default.
+        "database_url": env.database_url("DATABASE_URL"),
+        "redis_url": env.redis_url("REDIS_URL"),
+        # Shared by every process of one deploy; a per-process random default would break factor VI.
+        "secret_key": env.str(
+            "SECRET_KEY",
+            validate=[
+                Length(
+                    min=32,
+                    error="Must be at least {min} characters; generate one with "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(48))'.",
+                ),
+                NoneOf(PLACEHOLDER_SECRETS, error="Must not be a placeholder value."),
+            ],
+        ),
+        # The platform's router sends traffic to $PORT (factor VII).
+        "port": env.int("PORT", 8000, validate=Range(min=1, max=65535)),
+        # Heroku sets this from the dyno size; scale out with more processes rather than more workers.
+        "web_concurrency": env.int("WEB_CONCURRENCY", 1, validate=Range(min=1, max=64)),
+        # Proxies whose X-Forwarded-* headers are trusted; "*" on Heroku, whose router is the only client.
+        "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "log_level": env.log_level("LOG_LEVEL", logging.INFO),
+        # json for machines (production), console for people (a terminal).
+        "log_format": env.str("LOG_FORMAT", "json", validate=OneOf(["json", "console"])),
+        # Connections per web process; keep it near the requests one process admits at once.
+        "db_pool_size": env.int("DB_POOL_SIZE", 10, validate=Range(min=1)),
+        "db_max_overflow": env.int("DB_MAX_OVERFLOW", 10, validate=Range(min=0)),
+        # Heroku and Kubernetes kill a process 30 s after SIGTERM; drain within that.
+        "graceful_timeout": env.int("GRACEFUL_TIMEOUT", 20, validate=Range(min=0, max=29)),
+    }
+    try:
+        env.seal()
+    except EnvValidationError as error:
+        raise ConfigurationError(_problems_by_variable(error)) from None
+    return Settings(**values)
+
+
+def _problems_by_variable(error: EnvValidationError) -> dict[str, list[str]]:
+    messages = error.error_messages
+    if not isinstance(messages, Mapping):
+        return {"environment": [str(message) for message in messages]}
+    return {str(name): [str(message) for message in problems] for name, problems in messages.items()}
+
+
+def _parse_database_url(value: str) -> URL:
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValidationError("Not a valid database URL.") from None
+    if url.get_backend_name() not in SUPPORTED_DATABASE_BACKENDS:
+        supported = ", ".join(SUPPORTED_DATABASE_BACKENDS)
+        raise ValidationError(f"Unsupported database '{url.get_backend_name()}'; use one of: {supported}.")
+    return url
+
+
+def _parse_redis_url(value: str) -> str:
+    scheme = urlsplit(value).scheme
+    if scheme not in REDIS_SCHEMES:
+        raise ValidationError(f"Not a Redis URL; the scheme must be one of: {', '.join(REDIS_SCHEMES)}.")
+    return value
+
+
+def environment_names() -> list[str]:
+    """The environment variables `load_settings` reads, in declaration order."""
+    return [field.name.upper() for field in dataclasses.fields(Settings)]

@@ -1,0 +1,55 @@
+"""The Starlette application factory: explicit wiring of routes, middleware, error handlers and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from ..database import create_async_database_engine, session_factory
+from ..logs import configure_logging
+from ..schema import head_revisions
+from ..settings import Settings, load_settings
+from . import health, items
+from .errors import EXCEPTION_HANDLERS
+from .middleware import RequestIdMiddleware
+from .resources import Resources
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        engine = create_async_database_engine(settings)
+        resources = Resources(engine=engine, sessions=session_factory(engine), schema_heads=head_revisions())
+        try:
+            # Starlette copies this into each request's `request.state`.
+            yield {"resources": resources}
+        finally:
+            await engine.dispose()
+
+    routes = [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/items", items.create_item, methods=["POST"]),
+        Route("/items", items.list_items, methods=["GET"]),
+        Route("/items/{item_id:int}", items.get_item, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+
+
+def app_from_environment() -> Starlette:
+    """The factory uvicorn calls in each web process (`<slug> web` has already validated the settings)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

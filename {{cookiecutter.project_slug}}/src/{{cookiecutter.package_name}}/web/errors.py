@@ -1,0 +1,60 @@
+"""Every error is a JSON body with the right status: 4xx for bad input, 503 for a missing backing service.
+
+Body shape: {"error": {"status": 422, "message": "...", "fields": {"name": ["..."]}}}; `fields` only on 422.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ExceptionHandler
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message, **extra}}, status_code=status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = error_response(exc.status_code, exc.detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return error_response(422, "The request has invalid fields.", fields=fields)
+
+
+async def backing_service_unavailable(request: Request, exc: Exception) -> Response:
+    # Not the client's fault and not a bug: the database is down or saturated. Retrying later may work.
+    logger.warning("Database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return error_response(503, "A backing service is unavailable; try again later.")
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    # A bug: uvicorn logs the traceback after this response is sent; the client still gets JSON.
+    return error_response(500, "Internal Server Error")
+
+
+EXCEPTION_HANDLERS: dict[Any, ExceptionHandler] = {
+    HTTPException: http_error,
+    ValidationError: invalid_input,
+    OperationalError: backing_service_unavailable,
+    InterfaceError: backing_service_unavailable,
+    PoolTimeoutError: backing_service_unavailable,
+    OSError: backing_service_unavailable,
+    TimeoutError: backing_service_unavailable,
+    Exception: unexpected_error,
+}

@@ -1,0 +1,53 @@
+"""Liveness and readiness, kept apart so a slow database never gets a healthy process restarted.
+
+- `/healthz` (liveness): the process can serve HTTP. Touches nothing else.
+- `/readyz` (readiness): the process can do useful work: the database answers and its schema is the
+  one this code expects. A load balancer should stop routing here while this says 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .resources import Resources
+
+# A readiness probe that hangs is worse than one that fails: answer within a probe's usual timeout.
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    resources: Resources = request.state.resources
+    problems: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            revisions = await _schema_revisions(resources)
+    except Exception as exc:  # any failure to ask is "not ready", never a 500
+        problems["database"] = f"unreachable ({exc.__class__.__name__})"
+    else:
+        if revisions != resources.schema_heads:
+            expected = ", ".join(sorted(resources.schema_heads))
+            found = ", ".join(sorted(revisions)) or "none"
+            problems["schema"] = f"at revision {found}, expected {expected}; run the release step (migrate)"
+
+    if problems:
+        return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def _schema_revisions(resources: Resources) -> frozenset[str]:
+    async with resources.engine.connect() as connection:
+        has_table = await connection.run_sync(
+            lambda sync_connection: sync_connection.dialect.has_table(sync_connection, "alembic_version")
+        )
+        if not has_table:
+            return frozenset()
+        rows = await connection.execute(text("SELECT version_num FROM alembic_version"))
+        return frozenset(row[0] for row in rows)

@@ -1,0 +1,81 @@
+"""The example resource: create, read and list items, validated with marshmallow (it comes with environs)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+from sqlalchemy import select
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..models import Item
+from .resources import Resources
+
+# PostgreSQL's BIGINT: an id past this cannot exist, so it is a 404, not a database error.
+MAX_ID = 2**63 - 1
+
+
+class NewItem(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ListQuery(Schema):
+    class Meta:
+        # Tolerate query parameters the API does not know, such as cache-busters.
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+
+
+def item_json(item: Item) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "name": item.name,
+        "status": item.status.value,
+        "created_at": item.created_at.isoformat(),
+        "updated_at": item.updated_at.isoformat(),
+    }
+
+
+async def create_item(request: Request) -> JSONResponse:
+    resources: Resources = request.state.resources
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(400, "The request body is not valid JSON.") from None
+    data = NewItem().load(body)
+
+    async with resources.sessions() as session:
+        item = Item(name=data["name"])
+        session.add(item)
+        await session.commit()
+    return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
+
+
+async def get_item(request: Request) -> JSONResponse:
+    resources: Resources = request.state.resources
+    item_id: int = request.path_params["item_id"]
+    if item_id > MAX_ID:
+        raise HTTPException(404, f"No item with id {item_id}.")
+    async with resources.sessions() as session:
+        item = await session.get(Item, item_id)
+    if item is None:
+        raise HTTPException(404, f"No item with id {item_id}.")
+    return JSONResponse(item_json(item))
+
+
+async def list_items(request: Request) -> JSONResponse:
+    """Keyset pagination: `?after=<last id seen>&limit=<n>`, stable while items are being added."""
+    resources: Resources = request.state.resources
+    query = ListQuery().load(request.query_params)
+    statement = select(Item).where(Item.id > query["after"]).order_by(Item.id).limit(query["limit"])
+    async with resources.sessions() as session:
+        items = (await session.scalars(statement)).all()
+    next_page = None
+    if len(items) == query["limit"]:
+        next_page = f"/items?after={items[-1].id}&limit={query['limit']}"
+    return JSONResponse({"items": [item_json(item) for item in items], "next": next_page})

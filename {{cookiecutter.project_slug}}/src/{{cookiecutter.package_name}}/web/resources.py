@@ -1,0 +1,15 @@
+"""What the web process holds open while it runs, created in the app's lifespan and closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+
+@dataclass(frozen=True)
+class Resources:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    # The Alembic heads this code was written for; /readyz compares the database against them.
+    schema_heads: frozenset[str]
