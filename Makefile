@@ -9,13 +9,14 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests run the template's own tools (uv, ruff, cookiecutter) from the virtual environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install test test-fast test-slow lint lock clean
+.PHONY: help install test test-fast test-slow lint lock lock-service clean
 
 help:
 	@echo "make test       lint, then every template test (bakes, installs and runs a service; a few minutes)"
 	@echo "make test-fast  the fast tier only: bakes, hook rejections, rendering (seconds)"
 	@echo "make lint       ruff and mypy --strict on the template's tests and hooks"
 	@echo "make lock       recompile requirements.txt from pyproject.toml"
+	@echo "make lock-service  recompile the generated service's requirements*.txt from its pyproject.toml"
 
 # Hash-checked install of the template's tools, redone only when the lock changes.
 $(VENV)/.installed: requirements.txt
@@ -42,6 +43,13 @@ test-slow: install
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --quiet --universal --generate-hashes --no-annotate \
 		--python-version 3.11 --extra test -o requirements.txt
+
+# The service's lock files are compiled in a default bake and copied back; they name no project.
+lock-service: install
+	rm -rf build/lock && $(BIN)/cookiecutter --no-input . -o build/lock
+	$(MAKE) -C build/lock/my-service lock
+	cp build/lock/my-service/requirements.txt build/lock/my-service/requirements-dev.txt \
+		'{{cookiecutter.project_slug}}/'
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
