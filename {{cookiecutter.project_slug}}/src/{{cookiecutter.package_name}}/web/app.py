@@ -36,8 +36,9 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
-        Route("/items", items.create_item, methods=["POST"]),
-        Route("/items", items.list_items, methods=["GET"]),
+        # One route per path: Starlette answers 405 with the Allow header of the first route matching the
+        # path, so two routes for /items would tell a client that only one of its methods exists.
+        Route("/items", items.items_collection, methods=["GET", "POST"]),
         Route("/items/{item_id:int}", items.get_item, methods=["GET"]),
     ]
     return Starlette(

@@ -16,6 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
+from ..logs import request_id
+from .middleware import REQUEST_ID_HEADER
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,7 +48,12 @@ async def backing_service_unavailable(request: Request, exc: Exception) -> Respo
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # A bug: uvicorn logs the traceback after this response is sent; the client still gets JSON.
-    return error_response(500, "Internal Server Error")
+    response = error_response(500, "Internal Server Error")
+    # Starlette sends this from outside the request-id middleware, which has left the id set for it.
+    rid = request_id.get()
+    if rid is not None:
+        response.headers[REQUEST_ID_HEADER] = rid
+    return response
 
 
 EXCEPTION_HANDLERS: dict[Any, ExceptionHandler] = {

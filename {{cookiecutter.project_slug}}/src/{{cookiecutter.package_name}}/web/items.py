@@ -41,6 +41,13 @@ def item_json(item: Item) -> dict[str, Any]:
     }
 
 
+async def items_collection(request: Request) -> JSONResponse:
+    """`/items`: POST creates an item, GET (and HEAD) lists them."""
+    if request.method == "POST":
+        return await create_item(request)
+    return await list_items(request)
+
+
 async def create_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     try:

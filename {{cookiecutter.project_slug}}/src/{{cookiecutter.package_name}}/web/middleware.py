@@ -65,4 +65,7 @@ class RequestIdMiddleware:
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     },
                 )
-            request_id.reset(token)
+        # Reset only on success. When the app raises, Starlette's 500 handler (see errors.py) and the server's
+        # traceback line run after this middleware, in the same task, and both must carry this request's id;
+        # the server runs each request in its own task, so the id ends with it.
+        request_id.reset(token)

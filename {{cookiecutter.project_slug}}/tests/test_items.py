@@ -1,0 +1,104 @@
+"""The items resource: create, read and page through items stored in the real database."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import UNREACHABLE_DATABASE_URL
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.web.app import create_app
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
+
+def test_create_item_is_201_with_location_and_every_field(client: TestClient) -> None:
+    response = client.post("/items", json={"name": "first"})
+
+    assert response.status_code == 201
+    item = response.json()
+    assert set(item) == {"id", "name", "status", "created_at", "updated_at"}
+    assert isinstance(item["id"], int)
+    assert item["name"] == "first"
+    assert item["status"] == "pending"
+    assert datetime.fromisoformat(item["created_at"]).tzinfo is not None
+    assert datetime.fromisoformat(item["updated_at"]).tzinfo is not None
+    assert response.headers["location"] == f"/items/{item['id']}"
+
+
+def test_name_of_200_characters_is_accepted(client: TestClient) -> None:
+    response = client.post("/items", json={"name": "n" * 200})
+
+    assert response.status_code == 201
+    assert response.json()["name"] == "n" * 200
+
+
+def test_get_item_returns_the_created_item(client: TestClient) -> None:
+    created = client.post("/items", json={"name": "second"})
+
+    response = client.get(created.headers["location"])
+
+    assert response.status_code == 200
+    assert response.json() == created.json()
+
+
+def test_list_items_pages_by_limit_following_next_until_it_is_null(client: TestClient) -> None:
+    created = [client.post("/items", json={"name": f"item {number}"}).json()["id"] for number in range(5)]
+
+    pages: list[list[int]] = []
+    url: str | None = "/items?limit=2"
+    while url is not None and len(pages) < 10:
+        response = client.get(url)
+        assert response.status_code == 200
+        body = response.json()
+        pages.append([item["id"] for item in body["items"]])
+        url = body["next"]
+
+    assert pages == [created[0:2], created[2:4], created[4:5]]
+    assert url is None
+
+
+@pytest.mark.parametrize("limit", ["0", "abc", "101"])
+def test_list_items_limit_out_of_range_or_not_a_number_is_422_naming_limit(
+    client: TestClient, limit: str
+) -> None:
+    response = client.get("/items", params={"limit": limit})
+
+    assert response.status_code == 422
+    assert set(response.json()["error"]["fields"]) == {"limit"}
+
+
+@pytest.mark.parametrize("after", ["-1", "abc"])
+def test_list_items_after_negative_or_not_a_number_is_422_naming_after(
+    client: TestClient, after: str
+) -> None:
+    response = client.get("/items", params={"after": after})
+
+    assert response.status_code == 422
+    assert set(response.json()["error"]["fields"]) == {"after"}
+
+
+def test_list_items_ignores_unknown_query_parameters(client: TestClient) -> None:
+    client.post("/items", json={"name": "cached"})
+
+    response = client.get("/items", params={"_": "1700000000"})
+
+    assert response.status_code == 200
+    assert [item["name"] for item in response.json()["items"]] == ["cached"]
+
+
+def test_create_item_is_503_json_when_the_database_is_unreachable(settings: Settings) -> None:
+    from starlette.testclient import TestClient
+
+    unreachable = dataclasses.replace(settings, database_url=make_url(UNREACHABLE_DATABASE_URL))
+    with TestClient(create_app(unreachable)) as client:
+        response = client.post("/items", json={"name": "lost"})
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["status"] == 503

@@ -1,0 +1,133 @@
+"""Factor XI: one stream of events on stdout, one line per event, in one format; never a file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from {{ cookiecutter.package_name }}.logs import configure_logging, request_id
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
+ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    """Every line of the output parsed as JSON; fails on any line that is not one JSON object."""
+    events = [json.loads(line) for line in output.splitlines()]
+    assert all(isinstance(event, dict) for event in events)
+    return events
+
+
+def access_events(output: str) -> list[dict[str, Any]]:
+    return [event for event in json_lines(output) if event["logger"] == ACCESS_LOGGER]
+
+
+def test_json_format_writes_one_object_per_line_with_time_level_logger_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(logging.INFO, "json")
+
+    logging.getLogger("{{ cookiecutter.package_name }}.test").info("hello %s", "world", extra={"answer": 42})
+    logging.getLogger("{{ cookiecutter.package_name }}.test").warning("two\nlines")
+
+    first, second = json_lines(capsys.readouterr().out)
+    assert set(first) >= {"time", "level", "logger", "message"}
+    assert first["level"] == "INFO"
+    assert first["logger"] == "{{ cookiecutter.package_name }}.test"
+    assert first["message"] == "hello world"
+    assert first["answer"] == 42
+    assert second["message"] == "two\nlines"
+
+
+def test_json_format_includes_the_exception(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "json")
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("{{ cookiecutter.package_name }}.test").exception("failed")
+
+    (event,) = json_lines(capsys.readouterr().out)
+    assert event["level"] == "ERROR"
+    assert "RuntimeError: boom" in event["exception"]
+
+
+def test_access_line_of_a_request_carries_its_request_id(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(logging.INFO, "json")
+
+    client.get("/items", headers={"X-Request-ID": "trace-in-the-log"})
+
+    (event,) = access_events(capsys.readouterr().out)
+    assert event["request_id"] == "trace-in-the-log"
+    assert event["method"] == "GET"
+    assert event["path"] == "/items"
+    assert event["status"] == 200
+    assert isinstance(event["duration_ms"], float | int)
+
+
+def test_probes_are_not_access_logged(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "json")
+
+    client.get("/healthz")
+    client.get("/readyz")
+    client.get("/items/12345")
+
+    assert [event["path"] for event in access_events(capsys.readouterr().out)] == ["/items/12345"]
+
+
+def test_console_format_is_one_readable_line_per_event(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "console")
+
+    token = request_id.set("console-id")
+    try:
+        logging.getLogger("{{ cookiecutter.package_name }}.test").warning("disk at %d%%", 91, extra={"mount": "/data"})
+    finally:
+        request_id.reset(token)
+
+    (line,) = capsys.readouterr().out.splitlines()
+    assert not line.startswith("{")
+    assert " WARNING {{ cookiecutter.package_name }}.test disk at 91% " in line
+    assert "mount=/data" in line
+    assert "request_id=console-id" in line
+
+
+def test_log_level_drops_lower_events(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.WARNING, "json")
+
+    logging.getLogger("{{ cookiecutter.package_name }}.test").info("hidden")
+    logging.getLogger("{{ cookiecutter.package_name }}.test").warning("shown")
+
+    assert [event["message"] for event in json_lines(capsys.readouterr().out)] == ["shown"]
+
+
+def test_configuring_twice_leaves_exactly_one_root_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "json")
+    configure_logging(logging.INFO, "json")
+
+    logging.getLogger("uvicorn.error").info("once")
+
+    assert len(logging.getLogger().handlers) == 1
+    assert [event["message"] for event in json_lines(capsys.readouterr().out)] == ["once"]
+
+
+def test_no_log_handler_writes_to_a_file(client: TestClient) -> None:
+    configure_logging(logging.INFO, "json")
+    client.get("/items")
+
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    file_handlers = [
+        (logger.name, handler)
+        for logger in loggers
+        for handler in logger.handlers
+        if isinstance(handler, logging.FileHandler)
+    ]
+    assert file_handlers == []

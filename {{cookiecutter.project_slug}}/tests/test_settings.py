@@ -1,0 +1,179 @@
+"""Factor III: configuration comes from the environment, is validated at start, and every problem is named."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from conftest import SECRET_KEY, url_string
+from {{ cookiecutter.package_name }}.settings import ConfigurationError, Settings, environment_names, load_settings
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
+# `NAME=value` (a variable to set) or `# NAME=value` (an optional one, showing its default).
+EXAMPLE_LINE = re.compile(r"^(?P<comment>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
+@pytest.fixture
+def required(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str) -> pytest.MonkeyPatch:
+    """Only the variables without defaults are set."""
+    environment.setenv("DATABASE_URL", url_string(database_url))
+    environment.setenv("REDIS_URL", redis_url)
+    environment.setenv("SECRET_KEY", SECRET_KEY)
+    return environment
+
+
+def problems_of(error: pytest.ExceptionInfo[ConfigurationError]) -> set[str]:
+    return set(error.value.problems)
+
+
+def example_lines() -> list[re.Match[str]]:
+    return [match for line in ENV_EXAMPLE.read_text().splitlines() if (match := EXAMPLE_LINE.match(line))]
+
+
+def test_every_missing_or_invalid_variable_is_named_in_one_error(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    environment.setenv("PORT", "abc")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"DATABASE_URL", "SECRET_KEY", "PORT"}
+    for name in ("DATABASE_URL", "SECRET_KEY", "PORT"):
+        assert name in str(error.value)
+
+
+def test_defaults_apply_to_every_optional_variable(required: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert settings.port == 8000
+    assert settings.web_concurrency == 1
+    assert settings.forwarded_allow_ips == "127.0.0.1"
+    assert settings.log_level == logging.INFO
+    assert settings.log_format == "json"
+    assert settings.db_pool_size == 10
+    assert settings.db_max_overflow == 10
+    assert settings.graceful_timeout == 20
+
+
+def test_dotenv_in_the_working_directory_is_read(
+    environment: pytest.MonkeyPatch, tmp_path: Path, database_url: URL, redis_url: str
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"DATABASE_URL={url_string(database_url)}\nREDIS_URL={redis_url}\nSECRET_KEY={SECRET_KEY}\nPORT=9001\n"
+    )
+
+    settings = load_settings()
+
+    assert settings.database_url == database_url
+    assert settings.secret_key == SECRET_KEY
+    assert settings.port == 9001
+
+
+def test_dotenv_never_overrides_an_exported_variable(required: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    required.setenv("PORT", "9002")
+    (tmp_path / ".env").write_text(f"PORT=9001\nSECRET_KEY={'d' * 40}\n")
+
+    settings = load_settings()
+
+    assert settings.port == 9002
+    assert settings.secret_key == SECRET_KEY
+
+
+def test_dotenv_in_a_parent_folder_is_not_read(
+    environment: pytest.MonkeyPatch, tmp_path: Path, database_url: URL, redis_url: str
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"DATABASE_URL={url_string(database_url)}\nREDIS_URL={redis_url}\nSECRET_KEY={SECRET_KEY}\n"
+    )
+    child = tmp_path / "child"
+    child.mkdir()
+    environment.chdir(child)
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
+
+
+@pytest.mark.parametrize("secret_key", ["change-me", "changethis", "secret", "dev", "", "s" * 31])
+def test_placeholder_or_short_secret_key_is_refused(required: pytest.MonkeyPatch, secret_key: str) -> None:
+    required.setenv("SECRET_KEY", secret_key)
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"SECRET_KEY"}
+
+
+def test_secret_key_of_32_characters_is_accepted(required: pytest.MonkeyPatch) -> None:
+    required.setenv("SECRET_KEY", "s" * 32)
+
+    assert load_settings().secret_key == "s" * 32
+
+
+def test_unsupported_database_scheme_is_refused(required: pytest.MonkeyPatch) -> None:
+    required.setenv("DATABASE_URL", "mysql://root:pw@127.0.0.1:3306/app")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"DATABASE_URL"}
+    assert "mysql" in str(error.value)
+
+
+def test_non_redis_redis_url_is_refused(required: pytest.MonkeyPatch) -> None:
+    required.setenv("REDIS_URL", "http://127.0.0.1:6379/0")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"REDIS_URL"}
+
+
+def test_displayed_masks_the_secret_key_and_url_passwords(required: pytest.MonkeyPatch) -> None:
+    required.setenv("DATABASE_URL", "postgres://app:db-hunter2@db.example.com:5432/app")
+    required.setenv("REDIS_URL", "redis://:redis-hunter2@cache.example.com:6379/0")
+
+    displayed = dict(load_settings().displayed())
+
+    assert list(displayed) == environment_names()
+    assert displayed["SECRET_KEY"] == "********"
+    assert displayed["DATABASE_URL"] == "postgres://app:***@db.example.com:5432/app"
+    assert displayed["REDIS_URL"] == "redis://:***@cache.example.com:6379/0"
+    assert displayed["LOG_LEVEL"] == "INFO"
+    shown = "\n".join(displayed.values())
+    for secret in (SECRET_KEY, "db-hunter2", "redis-hunter2"):
+        assert secret not in shown
+
+
+def test_repr_never_shows_the_secret_key_or_database_password(required: pytest.MonkeyPatch) -> None:
+    required.setenv("DATABASE_URL", "postgres://app:db-hunter2@db.example.com:5432/app")
+
+    shown = repr(load_settings())
+
+    assert SECRET_KEY not in shown
+    assert "db-hunter2" not in shown
+
+
+def test_env_example_lists_exactly_the_settings_variables() -> None:
+    names = [match["name"] for match in example_lines()]
+
+    assert len(names) == len(set(names)), "a variable is listed twice"
+    assert sorted(names) == sorted(field.name.upper() for field in dataclasses.fields(Settings))
+
+
+def test_env_example_documents_the_real_defaults(required: pytest.MonkeyPatch) -> None:
+    documented = {match["name"]: match["value"] for match in example_lines() if match["comment"]}
+    assert documented, "no `# NAME=default` line found"
+    implicit = load_settings()
+
+    for name, value in documented.items():
+        required.setenv(name, value)
+    explicit = load_settings()
+
+    assert explicit == implicit
