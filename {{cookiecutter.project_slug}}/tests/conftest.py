@@ -21,7 +21,11 @@ from sqlalchemy.engine import URL, make_url
 
 from {{ cookiecutter.package_name }}.database import sync_url
 from {{ cookiecutter.package_name }}.schema import upgrade_to_head
-from {{ cookiecutter.package_name }}.settings import Settings, environment_names, load_settings
+from {{ cookiecutter.package_name }}.settings import (
+    Settings,
+    environment_names,
+    load_settings,
+)
 from {{ cookiecutter.package_name }}.web.app import create_app
 
 if TYPE_CHECKING:

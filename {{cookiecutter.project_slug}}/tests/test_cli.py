@@ -8,10 +8,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
-from conftest import SECRET_KEY, schema_of, url_string
 from {{ cookiecutter.package_name }}.cli import main
 from {{ cookiecutter.package_name }}.schema import head_revisions
 from {{ cookiecutter.package_name }}.settings import Settings
+
+from conftest import SECRET_KEY, schema_of, url_string
 
 
 def test_help_lists_every_command() -> None:

@@ -9,8 +9,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from {{ cookiecutter.package_name }}.database import (
+    async_url,
+    sync_url,
+)
+
 from conftest import url_string
-from {{ cookiecutter.package_name }}.database import async_url, sync_url
 
 PASSWORD = "p@ss%w0rd"
 ENCODED_PASSWORD = "p%40ss%25w0rd"

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from conftest import UNREACHABLE_DATABASE_URL
 from {{ cookiecutter.package_name }}.schema import head_revisions
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.web.app import create_app
+
+from conftest import UNREACHABLE_DATABASE_URL
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from {{ cookiecutter.package_name }}.logs import configure_logging, request_id
+from {{ cookiecutter.package_name }}.logs import (
+    configure_logging,
+    request_id,
+)
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
 
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
+TEST_LOGGER = "{{ cookiecutter.package_name }}.test"
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
@@ -32,13 +36,13 @@ def test_json_format_writes_one_object_per_line_with_time_level_logger_message(
 ) -> None:
     configure_logging(logging.INFO, "json")
 
-    logging.getLogger("{{ cookiecutter.package_name }}.test").info("hello %s", "world", extra={"answer": 42})
-    logging.getLogger("{{ cookiecutter.package_name }}.test").warning("two\nlines")
+    logging.getLogger(TEST_LOGGER).info("hello %s", "world", extra={"answer": 42})
+    logging.getLogger(TEST_LOGGER).warning("two\nlines")
 
     first, second = json_lines(capsys.readouterr().out)
     assert set(first) >= {"time", "level", "logger", "message"}
     assert first["level"] == "INFO"
-    assert first["logger"] == "{{ cookiecutter.package_name }}.test"
+    assert first["logger"] == TEST_LOGGER
     assert first["message"] == "hello world"
     assert first["answer"] == 42
     assert second["message"] == "two\nlines"
@@ -50,7 +54,7 @@ def test_json_format_includes_the_exception(capsys: pytest.CaptureFixture[str]) 
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        logging.getLogger("{{ cookiecutter.package_name }}.test").exception("failed")
+        logging.getLogger(TEST_LOGGER).exception("failed")
 
     (event,) = json_lines(capsys.readouterr().out)
     assert event["level"] == "ERROR"
@@ -87,13 +91,13 @@ def test_console_format_is_one_readable_line_per_event(capsys: pytest.CaptureFix
 
     token = request_id.set("console-id")
     try:
-        logging.getLogger("{{ cookiecutter.package_name }}.test").warning("disk at %d%%", 91, extra={"mount": "/data"})
+        logging.getLogger(TEST_LOGGER).warning("disk at %d%%", 91, extra={"mount": "/data"})
     finally:
         request_id.reset(token)
 
     (line,) = capsys.readouterr().out.splitlines()
     assert not line.startswith("{")
-    assert " WARNING {{ cookiecutter.package_name }}.test disk at 91% " in line
+    assert f" WARNING {TEST_LOGGER} disk at 91% " in line
     assert "mount=/data" in line
     assert "request_id=console-id" in line
 
@@ -101,8 +105,8 @@ def test_console_format_is_one_readable_line_per_event(capsys: pytest.CaptureFix
 def test_log_level_drops_lower_events(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(logging.WARNING, "json")
 
-    logging.getLogger("{{ cookiecutter.package_name }}.test").info("hidden")
-    logging.getLogger("{{ cookiecutter.package_name }}.test").warning("shown")
+    logging.getLogger(TEST_LOGGER).info("hidden")
+    logging.getLogger(TEST_LOGGER).warning("shown")
 
     assert [event["message"] for event in json_lines(capsys.readouterr().out)] == ["shown"]
 

@@ -7,9 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import URL
 
-from conftest import schema_of, settings_for
-from {{ cookiecutter.package_name }}.schema import check_models_match_migrations, head_revisions, upgrade_to_head
+from {{ cookiecutter.package_name }}.schema import (
+    check_models_match_migrations,
+    head_revisions,
+    upgrade_to_head,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
+
+from conftest import schema_of, settings_for
 
 
 def test_models_match_migrations(settings: Settings) -> None:

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from {{ cookiecutter.package_name }}.settings import (
+    ConfigurationError,
+    Settings,
+    environment_names,
+    load_settings,
+)
+
 from conftest import SECRET_KEY, url_string
-from {{ cookiecutter.package_name }}.settings import ConfigurationError, Settings, environment_names, load_settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 # `NAME=value` (a variable to set) or `# NAME=value` (an optional one, showing its default).

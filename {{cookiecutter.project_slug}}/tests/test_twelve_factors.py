@@ -20,19 +20,22 @@ import httpx2
 import pytest
 from sqlalchemy.engine import URL
 
-from conftest import SECRET_KEY, url_string
 from {{ cookiecutter.package_name }}.settings import environment_names
 
+from conftest import SECRET_KEY, url_string
+
+CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
+ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
 STARTUP_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 30.0
 GRACEFUL_TIMEOUT = 5
 
 
 def console_script() -> str:
-    """The installed `{{ cookiecutter.project_slug }}`: next to this interpreter in the virtualenv, or on PATH."""
-    beside = Path(sys.executable).with_name("{{ cookiecutter.project_slug }}")
-    found = str(beside) if beside.exists() else shutil.which("{{ cookiecutter.project_slug }}")
-    assert found, "the {{ cookiecutter.project_slug }} console script is not installed (run `make install`)"
+    """The installed console script: next to this interpreter in the virtualenv, or on PATH."""
+    beside = Path(sys.executable).with_name(CONSOLE_SCRIPT)
+    found = str(beside) if beside.exists() else shutil.which(CONSOLE_SCRIPT)
+    assert found, f"the {CONSOLE_SCRIPT} console script is not installed (run `make install`)"
     return found
 
 
@@ -66,7 +69,7 @@ def service_env(database_url: URL, redis_url: str) -> dict[str, str]:
 
 
 class WebProcess:
-    """`{{ cookiecutter.project_slug }} web` running in a subprocess, with its stdout and stderr captured in files."""
+    """The web process running in a subprocess, with its stdout and stderr captured in files."""
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, stdout: Path, stderr: Path) -> None:
         self.process, self.port = process, port
@@ -98,7 +101,7 @@ class WebProcess:
 
 @contextmanager
 def running_web(env: dict[str, str], cwd: Path) -> Iterator[WebProcess]:
-    """Start `{{ cookiecutter.project_slug }} web` on a free port, wait until it listens, and always kill it afterwards."""
+    """Start the web process on a free port, wait until it listens, and always kill it afterwards."""
     port = free_port()
     stdout, stderr = cwd / "web.stdout", cwd / "web.stderr"
     workdir = cwd / "workdir"  # empty: no .env, and anything the process writes would show up here
@@ -153,7 +156,7 @@ def test_every_stdout_line_is_json(service_env: dict[str, str], tmp_path: Path) 
         web.stop(timeout=GRACEFUL_TIMEOUT)
 
     events = json_events(web.stdout)
-    access = [event for event in events if event["logger"] == "{{ cookiecutter.package_name }}.web.access"]
+    access = [event for event in events if event["logger"] == ACCESS_LOGGER]
     assert [(event["method"], event["path"], event["status"]) for event in access] == [
         ("POST", "/items", 201),
         ("GET", "/items", 200),
@@ -273,6 +276,6 @@ def test_unhandled_error_is_json_500_and_its_traceback_line_carries_the_request_
     (traceback_event,) = [event for event in events if "exception" in event]
     assert traceback_event["level"] == "ERROR"
     assert traceback_event["request_id"] == "process-500"
-    (access,) = [event for event in events if event["logger"] == "{{ cookiecutter.package_name }}.web.access"]
+    (access,) = [event for event in events if event["logger"] == ACCESS_LOGGER]
     assert (access["status"], access["request_id"]) == (500, "process-500")
     assert web.stderr == ""

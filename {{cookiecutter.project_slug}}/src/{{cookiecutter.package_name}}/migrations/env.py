@@ -7,7 +7,10 @@ The URL object goes straight to the engine, never through Alembic's ini file, so
 from alembic import context
 from sqlalchemy import Connection
 
-from {{ cookiecutter.package_name }}.database import create_sync_database_engine, sync_url
+from {{ cookiecutter.package_name }}.database import (
+    create_sync_database_engine,
+    sync_url,
+)
 from {{ cookiecutter.package_name }}.logs import configure_logging
 from {{ cookiecutter.package_name }}.models import Base
 from {{ cookiecutter.package_name }}.settings import load_settings

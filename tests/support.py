@@ -1,0 +1,250 @@
+"""Helpers shared by the template's tests: running commands, reading bakes, rendering hooks, lock files."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from cookiecutter.utils import create_env_with_context
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+HOOKS_DIR = TEMPLATE_DIR / "hooks"
+# The environment running these tests is the template's tool venv: cookiecutter, ruff, uv live beside it.
+TOOLS_BIN = Path(sys.executable).parent
+
+DEFAULT_ANSWERS: dict[str, str] = {}
+UNUSUAL_ANSWERS: dict[str, str] = {"project_name": "Café Ünïcode Service"}
+# The longest slug and package name the hook accepts: generated lines must still fit the style.
+LONGEST_ANSWERS: dict[str, str] = {"project_name": "Ünïcode Service with a Longer Name abcde"}
+
+# How much of a failed command's output an assertion message carries (the end is where the reason is).
+OUTPUT_TAIL_CHARS = 20_000
+
+
+class CookiesResult(Protocol):
+    """What pytest-cookies' `Cookies.bake()` returns."""
+
+    exit_code: int | str | None
+    exception: BaseException | None
+    context: dict[str, Any] | None
+
+    @property
+    def project_path(self) -> Path | None: ...
+
+
+# `cookies.bake(extra_context=...)`
+Baker = Callable[..., CookiesResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bake:
+    """A successfully baked project and the answers (with derived values) it was baked from."""
+
+    project: Path
+    answers: dict[str, str]
+
+    @property
+    def slug(self) -> str:
+        return self.answers["project_slug"]
+
+    @property
+    def package(self) -> str:
+        return self.answers["package_name"]
+
+
+def successful_bake(result: CookiesResult) -> Bake:
+    assert result.exception is None, f"the bake failed: {result.exception!r}"
+    assert result.exit_code == 0
+    assert result.project_path is not None
+    assert result.context is not None
+    answers = {key: value for key, value in result.context.items() if isinstance(value, str)}
+    return Bake(project=result.project_path, answers=answers)
+
+
+# --- Running commands --------------------------------------------------------------------------------------
+
+
+def _text(stream: str | bytes | None) -> str:
+    if stream is None:
+        return ""
+    if isinstance(stream, bytes):
+        return stream.decode(errors="replace")
+    return stream
+
+
+def _tail(text: str) -> str:
+    if len(text) <= OUTPUT_TAIL_CHARS:
+        return text
+    return f"[... {len(text) - OUTPUT_TAIL_CHARS} characters cut ...]\n{text[-OUTPUT_TAIL_CHARS:]}"
+
+
+def describe(command: Sequence[str], returncode: int | None, stdout: str, stderr: str) -> str:
+    return (
+        f"$ {shlex.join(command)}\nexit code: {returncode}\n"
+        f"--- stdout ---\n{_tail(stdout)}\n--- stderr ---\n{_tail(stderr)}"
+    )
+
+
+def run(
+    command: Sequence[str | Path],
+    *,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion, capturing its output; fail the test (with the output) on timeout."""
+    argv = [str(part) for part in command]
+    try:
+        return subprocess.run(
+            argv,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(
+            f"timed out after {timeout:g} s\n"
+            + describe(argv, None, _text(expired.stdout), _text(expired.stderr)),
+            pytrace=False,
+        )
+
+
+def explain(process: subprocess.CompletedProcess[str]) -> str:
+    argv = [str(part) for part in process.args]
+    return describe(argv, process.returncode, process.stdout, process.stderr)
+
+
+def assert_succeeded(process: subprocess.CompletedProcess[str]) -> None:
+    assert process.returncode == 0, f"the command failed\n{explain(process)}"
+
+
+def git(project: Path, *arguments: str) -> str:
+    process = run(["git", *arguments], cwd=project, timeout=30)
+    assert_succeeded(process)
+    return process.stdout
+
+
+def commit_count(project: Path) -> int:
+    return int(git(project, "rev-list", "--count", "HEAD"))
+
+
+# --- Reading bakes -----------------------------------------------------------------------------------------
+
+
+def project_tree(
+    project: Path, *, skip: frozenset[str] = frozenset({".git", ".env"})
+) -> dict[str, bytes | None]:
+    """Every path under `project` (relative, POSIX) mapped to its bytes, or None for a directory."""
+    tree: dict[str, bytes | None] = {}
+    for path in sorted(project.rglob("*")):
+        relative = path.relative_to(project)
+        if relative.parts[0] in skip:
+            continue
+        tree[relative.as_posix()] = None if path.is_dir() else path.read_bytes()
+    return tree
+
+
+def dotenv_values(path: Path) -> dict[str, str]:
+    """NAME=value lines of a dotenv file (comments and blank lines ignored)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value
+    return values
+
+
+def render_hook(name: str, answers: Mapping[str, Any]) -> str:
+    """The hook's source as cookiecutter renders it before running it."""
+    context = {"cookiecutter": dict(answers)}
+    environment = create_env_with_context(context)
+    template = environment.from_string((HOOKS_DIR / name).read_text())
+    return str(template.render(**context))
+
+
+# --- Lock files --------------------------------------------------------------------------------------------
+
+LOCK_ENTRY = re.compile(
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)"
+    r"(?:\s*;\s*(?P<marker>[^\\]+?))?"
+    r"(?P<hashes>(?:\s+--hash=sha256:[0-9a-f]{64})+)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LockEntry:
+    name: str
+    version: Version
+    marker: str | None
+    hashes: tuple[str, ...]
+
+
+def logical_lines(text: str) -> Iterator[str]:
+    """Requirement-file lines with comments dropped and backslash continuations joined."""
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0] if not raw.lstrip().startswith("#") else ""
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        joined = (pending + line).strip()
+        pending = ""
+        if joined:
+            yield joined
+    if pending.strip():
+        yield pending.strip()
+
+
+def parse_lock_line(line: str) -> LockEntry | None:
+    """The entry a lock line pins; None unless the line is exactly `name==version [; marker] --hash=...`."""
+    match = LOCK_ENTRY.fullmatch(line)
+    if match is None:
+        return None
+    hashes = tuple(re.findall(r"--hash=sha256:([0-9a-f]{64})", match["hashes"]))
+    marker = match["marker"].strip() if match["marker"] else None
+    return LockEntry(canonicalize_name(match["name"]), Version(match["version"]), marker, hashes)
+
+
+def lock_entries(path: Path) -> list[LockEntry]:
+    entries = []
+    for line in logical_lines(path.read_text()):
+        entry = parse_lock_line(line)
+        assert entry is not None, f"{path.name}: not a hashed `name==version` entry: {line!r}"
+        entries.append(entry)
+    return entries
+
+
+def declared_requirements(pyproject: Mapping[str, Any], *, extras: Sequence[str] = ()) -> list[Requirement]:
+    project = pyproject["project"]
+    declared = [Requirement(spec) for spec in project["dependencies"]]
+    for extra in extras:
+        declared += [Requirement(spec) for spec in project["optional-dependencies"][extra]]
+    return declared
+
+
+def clean_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment for a child tool: the template venv's tools first on PATH, no leaks from
+    the pytest run itself (PYTEST_*, an activated VIRTUAL_ENV, a private UV_CACHE_DIR)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PYTEST_") and name not in {"VIRTUAL_ENV", "UV_CACHE_DIR", "PYTHONPATH"}
+    }
+    env["PATH"] = os.pathsep.join([str(TOOLS_BIN), env.get("PATH", os.defpath)])
+    env.update(overrides)
+    return env

@@ -1,0 +1,460 @@
+"""A baked service installs, passes its own lint and tests, and runs as a twelve-factor process.
+
+Slow: each bake is installed from its hashed lock (`make install`), then its own `make lint` and `make test`
+run against the real PostgreSQL and Redis named by DATABASE_URL and REDIS_URL (the template's Makefile
+exports local defaults). The acceptance scenario starts the real console script as the platform would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from support import (
+    DEFAULT_ANSWERS,
+    UNUSUAL_ANSWERS,
+    Bake,
+    assert_succeeded,
+    clean_environment,
+    describe,
+    explain,
+    run,
+    successful_bake,
+)
+
+pytestmark = pytest.mark.slow
+
+INSTALL_TIMEOUT = 300
+LINT_TIMEOUT = 300
+TEST_TIMEOUT = 600
+COMMAND_TIMEOUT = 120
+STARTUP_TIMEOUT = 30.0
+STARTUP_POLLS = 300
+SHUTDOWN_TIMEOUT = 10.0
+# What uvicorn does on SIGTERM, observed: it shuts down gracefully, then re-raises the signal on itself.
+EXIT_AFTER_SIGTERM = -signal.SIGTERM
+
+COMMANDS = ("web", "migrate", "config", "shell")
+# Every variable the service reads: the acceptance runs give each one explicitly or leave it unset.
+SERVICE_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "PORT",
+    "WEB_CONCURRENCY",
+    "FORWARDED_ALLOW_IPS",
+    "GRACEFUL_TIMEOUT",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+)
+# A password that needs percent-escapes in a URL. Local PostgreSQL trusts 127.0.0.1 and ignores it; what
+# is tested is that the service decodes the URL, not the password.
+AWKWARD_PASSWORD = "p@ss%w0rd"
+
+ANSWERS = {"default": DEFAULT_ANSWERS, "unusual": UNUSUAL_ANSWERS}
+SUMMARY = re.compile(r"^(?:=+ )?(?P<counts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")
+NOT_RUN_OR_BROKEN = ("skipped", "xfailed", "xpassed", "failed", "error", "errors")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstalledService:
+    bake: Bake
+
+    @property
+    def project(self) -> Path:
+        return self.bake.project
+
+    @property
+    def bin(self) -> Path:
+        return self.bake.project / ".venv" / "bin"
+
+    @property
+    def script(self) -> Path:
+        return self.bin / self.bake.slug
+
+
+class Installer:
+    """Bakes and installs each kind of bake once per session; a failed install fails every later user."""
+
+    def __init__(self, cookies: Any) -> None:
+        self._cookies = cookies
+        self._installed: dict[str, InstalledService | str] = {}
+
+    def __call__(self, name: str) -> InstalledService:
+        if name not in self._installed:
+            try:
+                self._installed[name] = self._install(name)
+            except pytest.fail.Exception as failure:
+                self._installed[name] = str(failure)
+                raise
+        installed = self._installed[name]
+        if isinstance(installed, str):
+            pytest.fail(f"an earlier `make install` of this bake failed:\n{installed}", pytrace=False)
+        return installed
+
+    def _install(self, name: str) -> InstalledService:
+        bake = successful_bake(self._cookies.bake(extra_context=ANSWERS[name]))
+        # The template venv's bin first on PATH, so the Makefile finds and uses uv, with the shared cache.
+        process = run(["make", "install"], cwd=bake.project, env=clean_environment(), timeout=INSTALL_TIMEOUT)
+        if process.returncode != 0:
+            pytest.fail(f"`make install` failed\n{explain(process)}", pytrace=False)
+        return InstalledService(bake)
+
+
+@pytest.fixture(scope="session")
+def install(cookies_session: Any) -> Installer:
+    return Installer(cookies_session)
+
+
+@pytest.fixture(scope="session")
+def backing_services() -> dict[str, str]:
+    """DATABASE_URL (a server's maintenance database) and REDIS_URL: this tier never runs without them."""
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not set: the slow tests need a real PostgreSQL server and Redis. "
+            "Run them with `make test` (which exports local defaults) or export, for example, "
+            "DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0",
+            pytrace=False,
+        )
+    return {"DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param("default", id="my-service"), pytest.param("unusual", id="cafe-unicode-service")],
+)
+def service(request: pytest.FixtureRequest, install: Installer) -> InstalledService:
+    installed: InstalledService = install(request.param)
+    return installed
+
+
+# --- Install, lint, test -----------------------------------------------------------------------------------
+
+
+def test_make_install_provides_the_console_script(service: InstalledService) -> None:
+    assert service.script.is_file()
+    assert os.access(service.script, os.X_OK)
+
+
+def test_console_script_help_lists_every_command(service: InstalledService) -> None:
+    process = run([service.script, "--help"], cwd=service.project, env=clean_environment(), timeout=60)
+    assert_succeeded(process)
+    listed = set(re.findall(r"^\s+([a-z]+)\s", process.stdout, flags=re.MULTILINE))
+    assert set(COMMANDS) <= listed, f"commands listed: {sorted(listed)}\n{explain(process)}"
+
+
+def test_make_lint_passes(service: InstalledService) -> None:
+    process = run(["make", "lint"], cwd=service.project, env=clean_environment(), timeout=LINT_TIMEOUT)
+    assert process.returncode == 0, (
+        f"`make lint` (ruff, ruff format --check, mypy --strict)\n{explain(process)}"
+    )
+
+
+def pytest_summary_counts(output: str) -> dict[str, int] | None:
+    """{'passed': 12, 'warnings': 1, ...} from pytest's closing line, or None if there is none."""
+    for line in reversed(output.splitlines()):
+        match = SUMMARY.match(line.strip())
+        if match:
+            return {word: int(count) for count, word in re.findall(r"(\d+) ([a-z]+)", match["counts"])}
+    return None
+
+
+def test_make_test_passes_with_every_test_run(
+    service: InstalledService, backing_services: dict[str, str]
+) -> None:
+    process = run(
+        ["make", "test"],
+        cwd=service.project,
+        env=clean_environment(**backing_services),
+        timeout=TEST_TIMEOUT,
+    )
+    assert process.returncode == 0, f"`make test` failed\n{explain(process)}"
+    counts = pytest_summary_counts(process.stdout)
+    assert counts is not None, f"no pytest summary line in the output\n{explain(process)}"
+    assert counts.get("passed", 0) > 0, f"nothing passed: {counts}\n{explain(process)}"
+    not_run = {word: count for word, count in counts.items() if word in NOT_RUN_OR_BROKEN}
+    assert not not_run, f"every test must run and pass: {counts}\n{explain(process)}"
+
+
+# --- The acceptance scenario: release, serve, use, stop ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclasses.dataclass(frozen=True)
+class WebRun:
+    """What `<slug> web` was seen doing: the answers it gave, then how it stopped after SIGTERM."""
+
+    responses: dict[str, Response]
+    returncode: int | None
+    shutdown_seconds: float
+    stdout: str
+    stderr: str
+
+    def explain(self) -> str:
+        return describe(["<slug>", "web"], self.returncode, self.stdout, self.stderr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    migrate: subprocess.CompletedProcess[str]
+    web: WebRun
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# Straight to 127.0.0.1, whatever http_proxy variables the machine has.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(method: str, url: str, payload: Any = None, *, timeout: float = 10) -> Response:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with DIRECT.open(request, timeout=timeout) as answer:
+            return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+DATABASE_ADMIN = """
+import sys
+import psycopg
+from psycopg import sql
+
+url, action, name = sys.argv[1:]
+with psycopg.connect(url, autocommit=True) as connection:
+    if action == "create":
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    else:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+"""
+
+
+@contextlib.contextmanager
+def fresh_database(installed: InstalledService, server_url: str, workdir: Path) -> Iterator[str]:
+    """A new, empty database on the server of `server_url`; yields its platform-style URL, then drops it."""
+    name = f"tf_acceptance_{uuid.uuid4().hex[:12]}"
+    python = installed.bin / "python"
+    assert_succeeded(run([python, "-c", DATABASE_ADMIN, server_url, "create", name], cwd=workdir, timeout=60))
+    try:
+        server = urlsplit(server_url)
+        password = quote(server.password or AWKWARD_PASSWORD, safe="")
+        user = server.username or "postgres"
+        yield f"postgres://{user}:{password}@{server.hostname}:{server.port or 5432}/{name}"
+    finally:
+        assert_succeeded(
+            run([python, "-c", DATABASE_ADMIN, server_url, "drop", name], cwd=workdir, timeout=60)
+        )
+
+
+def service_environment(**settings: str) -> dict[str, str]:
+    env = {key: value for key, value in clean_environment().items() if key not in SERVICE_VARIABLES}
+    env.update(settings)
+    return env
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str) -> bool:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    for _ in range(STARTUP_POLLS):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        with contextlib.suppress(OSError):
+            if http("GET", f"{base_url}/healthz", timeout=1).status == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def use_the_api(base_url: str) -> dict[str, Response]:
+    responses = {
+        "healthz": http("GET", f"{base_url}/healthz"),
+        "readyz": http("GET", f"{base_url}/readyz"),
+        "create": http("POST", f"{base_url}/items", {"name": "x"}),
+    }
+    if responses["create"].status == 201:
+        responses["read"] = http("GET", f"{base_url}/items/{responses['create'].json()['id']}")
+    responses["list"] = http("GET", f"{base_url}/items")
+    return responses
+
+
+def serve_and_use(installed: InstalledService, env: dict[str, str], workdir: Path) -> WebRun:
+    """Run the web process, make the requests, SIGTERM it; never leaves the process running."""
+    base_url = f"http://127.0.0.1:{env['PORT']}"
+    stdout_path, stderr_path = workdir / "web.stdout", workdir / "web.stderr"
+    responses: dict[str, Response] = {}
+    problem = ""
+    returncode: int | None = None
+    shutdown_seconds = float("inf")
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [installed.script, "web"],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            if not wait_until_healthy(process, base_url):
+                problem = f"the web process did not answer /healthz within {STARTUP_TIMEOUT:g} s"
+            else:
+                try:
+                    responses = use_the_api(base_url)
+                except OSError as error:
+                    problem = f"a request to the web process failed: {error!r}"
+            if process.poll() is None:
+                stopping = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    returncode = process.wait(timeout=SHUTDOWN_TIMEOUT)
+                    shutdown_seconds = time.monotonic() - stopping
+            else:
+                returncode = process.returncode
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    web = WebRun(
+        responses=responses,
+        returncode=returncode,
+        shutdown_seconds=shutdown_seconds,
+        stdout=stdout_path.read_text(errors="replace"),
+        stderr=stderr_path.read_text(errors="replace"),
+    )
+    if problem:
+        pytest.fail(f"{problem}\n{web.explain()}", pytrace=False)
+    return web
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    install: Installer, backing_services: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Scenario:
+    """The issue's acceptance scenario, run once on the default bake; each test below checks one promise."""
+    installed = install("default")
+    workdir = tmp_path_factory.mktemp("acceptance")  # no .env here: only the environment configures it
+    with fresh_database(installed, backing_services["DATABASE_URL"], workdir) as database_url:
+        env = service_environment(
+            DATABASE_URL=database_url,
+            REDIS_URL=backing_services["REDIS_URL"],
+            SECRET_KEY=secrets.token_urlsafe(48),
+            LOG_FORMAT="json",
+            PORT=str(free_port()),
+        )
+        migrate = run([installed.script, "migrate"], cwd=workdir, env=env, timeout=COMMAND_TIMEOUT)
+        if migrate.returncode != 0:
+            pytest.fail(f"`<slug> migrate` failed\n{explain(migrate)}", pytrace=False)
+        web = serve_and_use(installed, env, workdir)
+    return Scenario(migrate=migrate, web=web)
+
+
+def test_migrate_upgrades_a_fresh_database(scenario: Scenario) -> None:
+    assert scenario.migrate.returncode == 0, explain(scenario.migrate)
+
+
+def test_healthz_answers_ok(scenario: Scenario) -> None:
+    assert scenario.web.responses["healthz"].status == 200, scenario.web.explain()
+
+
+def test_readyz_is_ready_after_migrate(scenario: Scenario) -> None:
+    readyz = scenario.web.responses["readyz"]
+    assert readyz.status == 200, f"{readyz.body!r}\n{scenario.web.explain()}"
+
+
+def test_posting_an_item_creates_it(scenario: Scenario) -> None:
+    created = scenario.web.responses["create"]
+    assert created.status == 201, f"{created.body!r}\n{scenario.web.explain()}"
+    item = created.json()
+    assert item["name"] == "x"
+    assert created.headers["location"] == f"/items/{item['id']}"
+
+
+def test_a_created_item_reads_back(scenario: Scenario) -> None:
+    assert "read" in scenario.web.responses, "no item was created to read back"
+    read = scenario.web.responses["read"]
+    assert read.status == 200, f"{read.body!r}\n{scenario.web.explain()}"
+    assert read.json() == scenario.web.responses["create"].json()
+
+
+def test_listing_items_includes_the_created_one(scenario: Scenario) -> None:
+    listing = scenario.web.responses["list"]
+    assert listing.status == 200, f"{listing.body!r}\n{scenario.web.explain()}"
+    created = scenario.web.responses["create"].json()
+    assert created in listing.json()["items"]
+
+
+def test_every_web_stdout_line_is_one_json_object(scenario: Scenario) -> None:
+    lines = scenario.web.stdout.splitlines()
+    assert lines, scenario.web.explain()
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r}\n{scenario.web.explain()}", pytrace=False)
+        assert isinstance(event, dict), f"not a JSON object: {line!r}"
+
+
+def test_every_migrate_stdout_line_is_one_json_object(scenario: Scenario) -> None:
+    for line in scenario.migrate.stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r}\n{explain(scenario.migrate)}", pytrace=False)
+        assert isinstance(event, dict), f"not a JSON object: {line!r}"
+
+
+def test_sigterm_stops_the_web_process_within_10_seconds(scenario: Scenario) -> None:
+    assert scenario.web.returncode == EXIT_AFTER_SIGTERM, scenario.web.explain()
+    assert scenario.web.shutdown_seconds <= SHUTDOWN_TIMEOUT
+
+
+def test_sigterm_shuts_the_application_down_gracefully(scenario: Scenario) -> None:
+    assert "Application shutdown complete" in scenario.web.stdout, scenario.web.explain()
+
+
+def test_web_with_bad_configuration_exits_naming_every_problem(
+    install: Installer, backing_services: dict[str, str], tmp_path: Path
+) -> None:
+    installed = install("default")
+    # tmp_path holds no .env: the bake's own .env would supply a SECRET_KEY.
+    env = service_environment(REDIS_URL=backing_services["REDIS_URL"], PORT="abc")
+    process = run([installed.script, "web"], cwd=tmp_path, env=env, timeout=COMMAND_TIMEOUT)
+    assert process.returncode != 0, explain(process)
+    for variable in ("DATABASE_URL", "SECRET_KEY", "PORT"):
+        assert variable in process.stderr, f"{variable} not named\n{explain(process)}"
+    assert "Uvicorn running" not in process.stdout, explain(process)
