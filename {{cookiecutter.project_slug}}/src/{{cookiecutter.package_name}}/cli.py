@@ -8,6 +8,7 @@ environment stops it before it binds a port or touches a database.
 from __future__ import annotations
 
 import code
+import logging
 import os
 import sys
 
@@ -19,8 +20,10 @@ from sqlalchemy.orm import Session
 from . import models
 from .database import create_sync_database_engine
 from .logs import configure_logging
-from .schema import upgrade_to_head
+from .schema import head_revisions, upgrade_to_head
 from .settings import ConfigurationError, Settings, load_settings
+
+logger = logging.getLogger(__name__)
 
 
 def load_or_exit() -> Settings:
@@ -66,11 +69,33 @@ def web() -> None:
 
 
 @main.command()
+def worker() -> None:
+    """Run jobs from the queue (the Procfile's `worker` process); SIGTERM requeues what cannot finish."""
+    # Platforms send SIGTERM to every process in the container, pool children included. Remapped, the
+    # children ignore it and the worker makes a time-limited soft shutdown (see worker.py). billiard reads
+    # this variable when it is first imported, which is why the worker module is imported only below.
+    os.environ["REMAP_SIGTERM"] = "SIGQUIT"
+    settings = load_or_exit()
+    from .worker import run_worker
+
+    sys.exit(run_worker(settings))
+
+
+@main.command()
+def clock() -> None:
+    """Enqueue periodic jobs (the Procfile's `clock` process). Run exactly one."""
+    settings = load_or_exit()
+    from .worker import run_clock  # imported late, like the worker's
+
+    run_clock(settings)
+
+
+@main.command()
 def migrate() -> None:
     """Upgrade the database schema to the code's head (the Procfile's `release` process)."""
     settings = load_or_exit()
     upgrade_to_head(settings)
-    click.echo("Database schema is at head.", err=True)
+    logger.info("Database schema is at head %s", ", ".join(sorted(head_revisions())))
 
 
 @main.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, func
+from sqlalchemy import BigInteger, DateTime, Enum, Index, Integer, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints can be altered and dropped by later migrations; unnamed ones differ per database.
@@ -32,6 +32,8 @@ class ItemStatus(enum.StrEnum):
 
 class Item(Base):
     __tablename__ = "items"
+    # The clock's sweep looks for items still pending after a while (see tasks.claim_stale_pending_items).
+    __table_args__ = (Index("ix_items_status_updated_at", "status", "updated_at"),)
 
     id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -48,6 +50,8 @@ class Item(Base):
         default=ItemStatus.PENDING,
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The job's result: a SHA-256 of the name, filled in when the item's job is done.
+    digest: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -30,7 +30,11 @@ LogFormat = Literal["json", "console"]
 # Values that appear in examples and tutorials; a key anyone can read signs nothing.
 PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")
 SECRET_FIELDS = frozenset({"secret_key"})
+URL_FIELDS = frozenset({"redis_url", "broker_url"})
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Job brokers: Redis in production; kombu's SQLAlchemy transport (`sqla+sqlite:///...`) for a run with no
+# servers at all, where the queue lives in a local file.
+BROKER_SCHEMES = (*REDIS_SCHEMES, "sqla+sqlite", "sqla+postgresql")
 
 
 class ConfigurationError(Exception):
@@ -47,7 +51,8 @@ class Settings:
     """The validated configuration. Field `foo_bar` is environment variable `FOO_BAR`."""
 
     database_url: URL
-    redis_url: str
+    redis_url: str | None
+    broker_url: str | None
     secret_key: str = dataclasses.field(repr=False)
     port: int
     web_concurrency: int
@@ -57,6 +62,16 @@ class Settings:
     db_pool_size: int
     db_max_overflow: int
     graceful_timeout: int
+    worker_concurrency: int
+    job_time_limit: int
+    requeue_pending_after: int
+
+    @property
+    def job_broker_url(self) -> str:
+        """Where jobs are queued: BROKER_URL if set, else REDIS_URL (load_settings ensures one of them)."""
+        broker = self.broker_url or self.redis_url
+        assert broker is not None
+        return broker
 
     def displayed(self) -> Iterator[tuple[str, str]]:
         """(VARIABLE, value) pairs safe to print or log: secrets and URL passwords are masked."""
@@ -66,8 +81,8 @@ class Settings:
                 shown = "********"
             elif isinstance(value, URL):
                 shown = value.render_as_string(hide_password=True)
-            elif field.name == "redis_url":
-                shown = mask_url_password(value)
+            elif field.name in URL_FIELDS:
+                shown = "" if value is None else mask_url_password(value)
             elif field.name == "log_level":
                 shown = logging.getLevelName(value)
             else:
@@ -95,11 +110,14 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
 
     env.add_parser("database_url", _parse_database_url)
     env.add_parser("redis_url", _parse_redis_url)
+    env.add_parser("broker_url", _parse_broker_url)
 
     values: dict[str, Any] = {
         # Backing services are attached by URL (factor IV); there is deliberately no default.
         "database_url": env.database_url("DATABASE_URL"),
-        "redis_url": env.redis_url("REDIS_URL"),
+        # Redis is the job broker (Heroku's Redis add-on sets REDIS_URL) unless BROKER_URL names another.
+        "redis_url": env.redis_url("REDIS_URL", None),
+        "broker_url": env.broker_url("BROKER_URL", None),
         # Shared by every process of one deploy; a per-process random default would break factor VI.
         "secret_key": env.str(
             "SECRET_KEY",
@@ -126,11 +144,23 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         "db_max_overflow": env.int("DB_MAX_OVERFLOW", 10, validate=Range(min=0)),
         # Heroku and Kubernetes kill a process 30 s after SIGTERM; drain within that.
         "graceful_timeout": env.int("GRACEFUL_TIMEOUT", 20, validate=Range(min=0, max=29)),
+        # Job processes per worker; scale further by running more worker processes (factor VIII).
+        "worker_concurrency": env.int("WORKER_CONCURRENCY", 2, validate=Range(min=1, max=64)),
+        # Seconds a job may run before it is killed; the broker redelivers unfinished jobs only after twice
+        # this, so a job still running is never handed to a second worker.
+        "job_time_limit": env.int("JOB_TIME_LIMIT", 300, validate=Range(min=1)),
+        # Seconds an item may stay pending before the clock enqueues its job again (a lost enqueue).
+        "requeue_pending_after": env.int("REQUEUE_PENDING_AFTER", 300, validate=Range(min=1)),
     }
+    problems: dict[str, list[str]] = {}
     try:
         env.seal()
     except EnvValidationError as error:
-        raise ConfigurationError(_problems_by_variable(error)) from None
+        problems = _problems_by_variable(error)
+    if values["redis_url"] is None and values["broker_url"] is None and "REDIS_URL" not in problems:
+        problems["REDIS_URL"] = ["Environment variable not set (the job broker, unless BROKER_URL is set)."]
+    if problems:
+        raise ConfigurationError(problems)
     return Settings(**values)
 
 
@@ -152,10 +182,21 @@ def _parse_database_url(value: str) -> URL:
     return url
 
 
-def _parse_redis_url(value: str) -> str:
+def _parse_redis_url(value: str) -> str | None:
+    if not value:
+        return None  # `REDIS_URL=` in a .env file means unset
     scheme = urlsplit(value).scheme
     if scheme not in REDIS_SCHEMES:
         raise ValidationError(f"Not a Redis URL; the scheme must be one of: {', '.join(REDIS_SCHEMES)}.")
+    return value
+
+
+def _parse_broker_url(value: str) -> str | None:
+    if not value:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme not in BROKER_SCHEMES:
+        raise ValidationError(f"Unsupported broker; the scheme must be one of: {', '.join(BROKER_SCHEMES)}.")
     return value
 
 

@@ -14,10 +14,13 @@ from ..database import create_async_database_engine, session_factory
 from ..logs import configure_logging
 from ..schema import head_revisions
 from ..settings import Settings, load_settings
+from ..worker import create_celery, propagate_request_ids
 from . import health, items
 from .errors import EXCEPTION_HANDLERS
+from .jobs import JobQueue
 from .middleware import RequestIdMiddleware
 from .resources import Resources
+from .shutdown import Draining, announce_stop_signals
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -26,12 +29,22 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_async_database_engine(settings)
-        resources = Resources(engine=engine, sessions=session_factory(engine), schema_heads=head_revisions())
+        celery = create_celery(settings)
+        propagate_request_ids()
+        resources = Resources(
+            engine=engine,
+            sessions=session_factory(engine),
+            schema_heads=head_revisions(),
+            jobs=JobQueue(celery),
+            draining=Draining(),
+        )
         try:
-            # Starlette copies this into each request's `request.state`.
-            yield {"resources": resources}
+            with announce_stop_signals(resources.draining):
+                # Starlette copies this into each request's `request.state`.
+                yield {"resources": resources}
         finally:
             await engine.dispose()
+            celery.close()
 
     routes = [
         Route("/healthz", health.healthz, methods=["GET"]),

@@ -1,8 +1,9 @@
 """Liveness and readiness, kept apart so a slow database never gets a healthy process restarted.
 
 - `/healthz` (liveness): the process can serve HTTP. Touches nothing else.
-- `/readyz` (readiness): the process can do useful work: the database answers and its schema is the
-  one this code expects. A load balancer should stop routing here while this says 503.
+- `/readyz` (readiness): the process can do useful work: the database answers with the schema this code
+  expects, the job broker answers, and no stop has been requested. A load balancer should stop routing
+  here while this says 503.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     problems: dict[str, str] = {}
+    if resources.draining.started:
+        problems["process"] = "stopping"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             revisions = await _schema_revisions(resources)
@@ -36,6 +39,11 @@ async def readyz(request: Request) -> JSONResponse:
             expected = ", ".join(sorted(resources.schema_heads))
             found = ", ".join(sorted(revisions)) or "none"
             problems["schema"] = f"at revision {found}, expected {expected}; run the release step (migrate)"
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            await resources.jobs.check()
+    except Exception as exc:
+        problems["broker"] = f"unreachable ({exc.__class__.__name__})"
 
     if problems:
         return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)

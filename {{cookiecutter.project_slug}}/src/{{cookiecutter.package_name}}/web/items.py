@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..models import Item
+from ..tasks import PROCESS_ITEM
 from .resources import Resources
 
 # PostgreSQL's BIGINT: an id past this cannot exist, so it is a 404, not a database error.
@@ -36,6 +37,7 @@ def item_json(item: Item) -> dict[str, Any]:
         "id": item.id,
         "name": item.name,
         "status": item.status.value,
+        "digest": item.digest,
         "created_at": item.created_at.isoformat(),
         "updated_at": item.updated_at.isoformat(),
     }
@@ -60,6 +62,8 @@ async def create_item(request: Request) -> JSONResponse:
         item = Item(name=data["name"])
         session.add(item)
         await session.commit()
+    # Only after the commit: a worker that picks the job up at once must find the item in the database.
+    await resources.jobs.enqueue(PROCESS_ITEM, item.id)
     return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
 
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from .jobs import JobQueue
+from .shutdown import Draining
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -13,3 +16,5 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     # The Alembic heads this code was written for; /readyz compares the database against them.
     schema_heads: frozenset[str]
+    jobs: JobQueue
+    draining: Draining
