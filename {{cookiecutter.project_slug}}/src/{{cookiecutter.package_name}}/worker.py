@@ -44,6 +44,8 @@ def create_celery(settings: Settings) -> Celery:
     """The Celery app, configured from settings alone: a producer for the web, a consumer for the worker."""
     app = Celery(__package__, broker=settings.job_broker_url, set_as_current=False)
     app.conf.update(
+        # Named after the service, so services sharing one Redis never take each other's jobs.
+        task_default_queue=__package__,
         # Acknowledge a message only after its job has run: a job in hand when a worker dies is redelivered.
         task_acks_late=True,
         # ...including when the pool process running it is killed (out of memory, SIGKILL).
