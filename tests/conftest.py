@@ -20,6 +20,7 @@ from support import (
     UNUSUAL_ANSWERS,
     Bake,
     Baker,
+    Installer,
     successful_bake,
 )
 
@@ -103,3 +104,22 @@ def bake_into(output_dir: Path, _cookiecutter_config_file: Any, pytestconfig: py
     cookies = Cookies(pytestconfig.option.template, lambda _name: output_dir, _cookiecutter_config_file)
     bake: Baker = cookies.bake
     return bake
+
+
+@pytest.fixture(scope="session")
+def install(cookies_session: Any) -> Installer:
+    return Installer(cookies_session)
+
+
+@pytest.fixture(scope="session")
+def backing_services() -> dict[str, str]:
+    """DATABASE_URL (a server's maintenance database) and REDIS_URL: this tier never runs without them."""
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not set: the slow tests need a real PostgreSQL server and Redis. "
+            "Run them with `make test` (which exports local defaults) or export, for example, "
+            "DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0",
+            pytrace=False,
+        )
+    return {"DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}

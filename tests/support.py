@@ -248,3 +248,54 @@ def clean_environment(**overrides: str) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(TOOLS_BIN), env.get("PATH", os.defpath)])
     env.update(overrides)
     return env
+
+
+# --- Installed bakes (the slow tier) ------------------------------------------------------------------------
+
+INSTALL_TIMEOUT = 300
+ANSWERS = {"default": DEFAULT_ANSWERS, "unusual": UNUSUAL_ANSWERS}
+
+
+@dataclasses.dataclass(frozen=True)
+class InstalledService:
+    bake: Bake
+
+    @property
+    def project(self) -> Path:
+        return self.bake.project
+
+    @property
+    def bin(self) -> Path:
+        return self.bake.project / ".venv" / "bin"
+
+    @property
+    def script(self) -> Path:
+        return self.bin / self.bake.slug
+
+
+class Installer:
+    """Bakes and installs each kind of bake once per session; a failed install fails every later user."""
+
+    def __init__(self, cookies: Any) -> None:
+        self._cookies = cookies
+        self._installed: dict[str, InstalledService | str] = {}
+
+    def __call__(self, name: str) -> InstalledService:
+        if name not in self._installed:
+            try:
+                self._installed[name] = self._install(name)
+            except pytest.fail.Exception as failure:
+                self._installed[name] = str(failure)
+                raise
+        installed = self._installed[name]
+        if isinstance(installed, str):
+            pytest.fail(f"an earlier `make install` of this bake failed:\n{installed}", pytrace=False)
+        return installed
+
+    def _install(self, name: str) -> InstalledService:
+        bake = successful_bake(self._cookies.bake(extra_context=ANSWERS[name]))
+        # The template venv's bin first on PATH, so the Makefile finds and uses uv, with the shared cache.
+        process = run(["make", "install"], cwd=bake.project, env=clean_environment(), timeout=INSTALL_TIMEOUT)
+        if process.returncode != 0:
+            pytest.fail(f"`make install` failed\n{explain(process)}", pytrace=False)
+        return InstalledService(bake)

@@ -14,33 +14,24 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
 
 import pytest
+from processes import Response, free_port, fresh_database, http
 from support import (
-    DEFAULT_ANSWERS,
-    UNUSUAL_ANSWERS,
-    Bake,
+    InstalledService,
+    Installer,
     assert_succeeded,
     clean_environment,
     describe,
     explain,
     run,
-    successful_bake,
 )
 
 pytestmark = pytest.mark.slow
 
-INSTALL_TIMEOUT = 300
 LINT_TIMEOUT = 300
 TEST_TIMEOUT = 600
 COMMAND_TIMEOUT = 120
@@ -64,78 +55,14 @@ SERVICE_VARIABLES = (
     "DB_MAX_OVERFLOW",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "BROKER_URL",
+    "WORKER_CONCURRENCY",
+    "JOB_TIME_LIMIT",
+    "REQUEUE_PENDING_AFTER",
 )
-# A password that needs percent-escapes in a URL. Local PostgreSQL trusts 127.0.0.1 and ignores it; what
-# is tested is that the service decodes the URL, not the password.
-AWKWARD_PASSWORD = "p@ss%w0rd"
 
-ANSWERS = {"default": DEFAULT_ANSWERS, "unusual": UNUSUAL_ANSWERS}
 SUMMARY = re.compile(r"^(?:=+ )?(?P<counts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")
 NOT_RUN_OR_BROKEN = ("skipped", "xfailed", "xpassed", "failed", "error", "errors")
-
-
-@dataclasses.dataclass(frozen=True)
-class InstalledService:
-    bake: Bake
-
-    @property
-    def project(self) -> Path:
-        return self.bake.project
-
-    @property
-    def bin(self) -> Path:
-        return self.bake.project / ".venv" / "bin"
-
-    @property
-    def script(self) -> Path:
-        return self.bin / self.bake.slug
-
-
-class Installer:
-    """Bakes and installs each kind of bake once per session; a failed install fails every later user."""
-
-    def __init__(self, cookies: Any) -> None:
-        self._cookies = cookies
-        self._installed: dict[str, InstalledService | str] = {}
-
-    def __call__(self, name: str) -> InstalledService:
-        if name not in self._installed:
-            try:
-                self._installed[name] = self._install(name)
-            except pytest.fail.Exception as failure:
-                self._installed[name] = str(failure)
-                raise
-        installed = self._installed[name]
-        if isinstance(installed, str):
-            pytest.fail(f"an earlier `make install` of this bake failed:\n{installed}", pytrace=False)
-        return installed
-
-    def _install(self, name: str) -> InstalledService:
-        bake = successful_bake(self._cookies.bake(extra_context=ANSWERS[name]))
-        # The template venv's bin first on PATH, so the Makefile finds and uses uv, with the shared cache.
-        process = run(["make", "install"], cwd=bake.project, env=clean_environment(), timeout=INSTALL_TIMEOUT)
-        if process.returncode != 0:
-            pytest.fail(f"`make install` failed\n{explain(process)}", pytrace=False)
-        return InstalledService(bake)
-
-
-@pytest.fixture(scope="session")
-def install(cookies_session: Any) -> Installer:
-    return Installer(cookies_session)
-
-
-@pytest.fixture(scope="session")
-def backing_services() -> dict[str, str]:
-    """DATABASE_URL (a server's maintenance database) and REDIS_URL: this tier never runs without them."""
-    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
-    if missing:
-        pytest.fail(
-            f"{' and '.join(missing)} not set: the slow tests need a real PostgreSQL server and Redis. "
-            "Run them with `make test` (which exports local defaults) or export, for example, "
-            "DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0",
-            pytrace=False,
-        )
-    return {"DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}
 
 
 @pytest.fixture(
@@ -199,16 +126,6 @@ def test_make_test_passes_with_every_test_run(
 
 
 @dataclasses.dataclass(frozen=True)
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclasses.dataclass(frozen=True)
 class WebRun:
     """What `<slug> web` was seen doing: the answers it gave, then how it stopped after SIGTERM."""
 
@@ -226,60 +143,6 @@ class WebRun:
 class Scenario:
     migrate: subprocess.CompletedProcess[str]
     web: WebRun
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-# Straight to 127.0.0.1, whatever http_proxy variables the machine has.
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(method: str, url: str, payload: Any = None, *, timeout: float = 10) -> Response:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with DIRECT.open(request, timeout=timeout) as answer:
-            return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
-
-
-DATABASE_ADMIN = """
-import sys
-import psycopg
-from psycopg import sql
-
-url, action, name = sys.argv[1:]
-with psycopg.connect(url, autocommit=True) as connection:
-    if action == "create":
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    else:
-        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-"""
-
-
-@contextlib.contextmanager
-def fresh_database(installed: InstalledService, server_url: str, workdir: Path) -> Iterator[str]:
-    """A new, empty database on the server of `server_url`; yields its platform-style URL, then drops it."""
-    name = f"tf_acceptance_{uuid.uuid4().hex[:12]}"
-    python = installed.bin / "python"
-    assert_succeeded(run([python, "-c", DATABASE_ADMIN, server_url, "create", name], cwd=workdir, timeout=60))
-    try:
-        server = urlsplit(server_url)
-        password = quote(server.password or AWKWARD_PASSWORD, safe="")
-        user = server.username or "postgres"
-        yield f"postgres://{user}:{password}@{server.hostname}:{server.port or 5432}/{name}"
-    finally:
-        assert_succeeded(
-            run([python, "-c", DATABASE_ADMIN, server_url, "drop", name], cwd=workdir, timeout=60)
-        )
 
 
 def service_environment(**settings: str) -> dict[str, str]:

@@ -85,10 +85,10 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
-    """Transport options: Redis in production, or the SQLAlchemy broker of a zero-server run."""
+    """Transport options for Redis; the SQLAlchemy broker of a zero-server run takes none."""
     if settings.job_broker_url.startswith("sqla+"):
-        # The SQL broker is polled: check for new messages five times a second rather than once.
-        return {"polling_interval": 0.2}
+        # It hands every option to create_engine(), which rejects the Redis ones below.
+        return {}
     return {
         # Redis hands an unacknowledged message to another worker after this long; it must exceed the
         # longest job, or a job still running would run twice at once.

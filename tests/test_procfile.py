@@ -1,0 +1,217 @@
+"""The baked Procfile runs as a formation under honcho, as a platform would run it (factors VI, VIII, IX).
+
+Slow: the default bake is installed once; the release process runs, then web and worker start together.
+An item created through the web process is finished by the worker, with the request's id on the worker's
+log lines; SIGTERM to the whole formation then stops every process within the platform's grace period.
+The same run is repeated on the embedded URLs (SQLite database, SQLAlchemy broker): no server at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processes import free_port, fresh_database, http, own_redis_database, poll
+from support import InstalledService, Installer, assert_succeeded, clean_environment, run
+
+pytestmark = pytest.mark.slow
+
+# Heroku and Kubernetes send SIGKILL 30 s after SIGTERM; the whole formation must be gone before that.
+PLATFORM_GRACE = 30.0
+# Short, so the soft shutdown of a worker with a job in hand stays quick in the tests.
+GRACEFUL_TIMEOUT = "5"
+STARTUP_TIMEOUT = 60.0
+JOB_TIMEOUT = 20.0
+SECRET_KEY = secrets.token_urlsafe(48)
+
+
+@dataclasses.dataclass
+class FormationRun:
+    """What a formation was seen doing: the item it finished, its output, and how it stopped."""
+
+    release: subprocess.CompletedProcess[str]
+    item: dict[str, Any]
+    request_id: str
+    output: str
+    returncode: int | None
+    stop_seconds: float
+
+    def lines_of(self, process: str) -> list[str]:
+        """The lines honcho prefixed with `process` (`web.1`, `worker.1`), without the prefix."""
+        found = []
+        for line in self.output.splitlines():
+            prefix, bar, text = line.partition(" | ")
+            if bar and prefix.split()[-1] == process:
+                found.append(text)
+        return found
+
+    def events_of(self, process: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines_of(process)]
+
+
+def honcho(installed: InstalledService, *arguments: str) -> list[str]:
+    # No env file: honcho would load the baked .env over the environment these tests set.
+    return [str(installed.bin / "honcho"), "start", "--no-colour", "--env", "/dev/null", *arguments]
+
+
+def formation_environment(installed: InstalledService, **settings: str) -> dict[str, str]:
+    """The Procfile names the bare console script, as platforms run it: the service's venv first on PATH."""
+    env = clean_environment(SECRET_KEY=SECRET_KEY, LOG_FORMAT="json", GRACEFUL_TIMEOUT=GRACEFUL_TIMEOUT)
+    env["PATH"] = os.pathsep.join([str(installed.bin), env["PATH"]])
+    env.update(settings)
+    return env
+
+
+def run_formation(installed: InstalledService, env: dict[str, str], workdir: Path) -> FormationRun:
+    release = run(honcho(installed, "release"), cwd=installed.project, env=env, timeout=120)
+    assert_succeeded(release)
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    request_id = f"formation-{secrets.token_hex(6)}"
+    output_path = workdir / "honcho.out"
+    item: dict[str, Any] = {}
+    returncode: int | None = None
+    stop_seconds = float("inf")
+    with output_path.open("wb") as output:
+        # A session of its own: on SIGTERM honcho signals the process group of each process it started.
+        formation = subprocess.Popen(
+            honcho(installed, "--port", str(port), "web", "worker"),
+            cwd=installed.project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            ready = poll(lambda: http("GET", f"{base_url}/healthz", timeout=1).status == 200, STARTUP_TIMEOUT)
+            assert ready, f"web did not answer /healthz:\n{output_path.read_text()}"
+            created = http(
+                "POST", f"{base_url}/items", {"name": "formation"}, headers={"X-Request-ID": request_id}
+            )
+            assert created.status == 201, created.body
+            location = created.headers["location"]
+
+            def finished() -> dict[str, Any] | None:
+                current: dict[str, Any] = http("GET", f"{base_url}{location}", timeout=2).json()
+                return current if current["status"] == "done" else None
+
+            item = poll(finished, JOB_TIMEOUT) or http("GET", f"{base_url}{location}").json()
+            stopping = time.monotonic()
+            formation.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                returncode = formation.wait(timeout=PLATFORM_GRACE)
+                stop_seconds = time.monotonic() - stopping
+        finally:
+            if formation.poll() is None:
+                os.killpg(formation.pid, signal.SIGKILL)
+                formation.wait(timeout=30)
+    return FormationRun(
+        release, item, request_id, output_path.read_text(errors="replace"), returncode, stop_seconds
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(install: Installer) -> InstalledService:
+    return install("default")
+
+
+@pytest.fixture(scope="module")
+def on_servers(
+    installed: InstalledService, backing_services: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FormationRun]:
+    """The formation on the real PostgreSQL and Redis, each run with its own database and Redis keyspace."""
+    workdir = tmp_path_factory.mktemp("formation-servers")
+    with (
+        fresh_database(installed, backing_services["DATABASE_URL"], workdir) as database_url,
+        own_redis_database(installed, backing_services["REDIS_URL"], workdir) as redis_url,
+    ):
+        env = formation_environment(installed, DATABASE_URL=database_url, REDIS_URL=redis_url)
+        yield run_formation(installed, env, workdir)
+
+
+@pytest.fixture(scope="module")
+def embedded(installed: InstalledService, tmp_path_factory: pytest.TempPathFactory) -> FormationRun:
+    """The formation with nothing but Python: the database and the job queue are local SQLite files."""
+    workdir = tmp_path_factory.mktemp("formation-embedded")
+    env = formation_environment(
+        installed,
+        DATABASE_URL=f"sqlite:///{workdir / 'app.sqlite3'}",
+        BROKER_URL=f"sqla+sqlite:///{workdir / 'broker.sqlite3'}",
+        REDIS_URL="",
+    )
+    return run_formation(installed, env, workdir)
+
+
+FORMATIONS = ["on_servers", "embedded"]
+
+
+@pytest.fixture(params=FORMATIONS)
+def formation(request: pytest.FixtureRequest) -> FormationRun:
+    run_: FormationRun = request.getfixturevalue(request.param)
+    return run_
+
+
+def test_procfile_declares_release_web_worker_and_clock(installed: InstalledService) -> None:
+    lines = (installed.project / "Procfile").read_text().splitlines()
+    slug = installed.bake.slug
+    assert lines == [
+        f"release: {slug} migrate",
+        f"web: {slug} web",
+        f"worker: {slug} worker",
+        f"clock: {slug} clock",
+    ]
+
+
+def test_release_process_migrates_and_exits_zero(formation: FormationRun) -> None:
+    assert formation.release.returncode == 0
+    assert "Database schema is at head" in formation.release.stdout
+
+
+def test_item_created_through_web_is_finished_by_the_worker(formation: FormationRun) -> None:
+    assert formation.item["status"] == "done", formation.output
+    assert formation.item["digest"] is not None
+
+
+def test_request_id_of_the_web_request_is_on_the_workers_log_lines(formation: FormationRun) -> None:
+    worker_events = formation.events_of("worker.1")
+    traced = [event for event in worker_events if event.get("request_id") == formation.request_id]
+    assert traced, f"no worker line carries {formation.request_id}:\n{formation.output}"
+    assert any("done" in event["message"] for event in traced)
+
+
+def test_every_line_of_web_and_worker_is_one_json_object(formation: FormationRun) -> None:
+    for process in ("web.1", "worker.1"):
+        lines = formation.lines_of(process)
+        assert lines, f"{process} wrote nothing:\n{formation.output}"
+        for line in lines:
+            event = json.loads(line)
+            assert isinstance(event, dict), line
+            assert {"time", "level", "logger", "message"} <= set(event), line
+
+
+def test_sigterm_stops_the_whole_formation_within_the_grace_period(formation: FormationRun) -> None:
+    assert formation.returncode is not None, f"still running {PLATFORM_GRACE:g} s after SIGTERM"
+    assert formation.stop_seconds < PLATFORM_GRACE
+    web_messages = [event["message"] for event in formation.events_of("web.1")]
+    assert "Application shutdown complete." in web_messages
+    worker_messages = [event["message"] for event in formation.events_of("worker.1")]
+    assert "worker: Cold shutdown (MainProcess)" in worker_messages, formation.output
+
+
+def test_sigterm_stops_a_formation_on_servers_without_a_kill(on_servers: FormationRun) -> None:
+    # honcho sends SIGKILL to whatever is still running 5 s after its SIGTERM. On Redis the worker stops
+    # in about 2 s. (On the embedded broker it can take 3-5 s: that transport polls, and Celery drains it
+    # in 2 s slices, so the embedded run is held only to the platform's grace period above.)
+    assert "SIGKILL" not in on_servers.output, on_servers.output
