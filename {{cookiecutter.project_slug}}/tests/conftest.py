@@ -1,25 +1,42 @@
-"""Shared fixtures. Every test talks to real PostgreSQL and Redis servers, never to mocks.
+"""Shared fixtures and helpers. Every test talks to real PostgreSQL and Redis servers, never to mocks.
 
 The servers come from the environment the suite runs in: `DATABASE_URL` names a PostgreSQL server (any
 database on it, such as the `postgres` maintenance database) and `REDIS_URL` a Redis server. Each session
-creates its own database on that server, migrates it with the real migrations and drops it at the end, so
-several runs (or several checkouts) can share one server.
+creates its own database on that server, migrates it with the real migrations and drops it at the end, and
+claims a Redis database number of its own (emptied before and after), so several runs (or several
+checkouts) can share both servers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from sqlalchemy import Engine, NullPool, create_engine, inspect, text
+import redis
+from sqlalchemy import Engine, NullPool, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
 
 from {{ cookiecutter.package_name }}.database import sync_url
+from {{ cookiecutter.package_name }}.models import (
+    Item,
+    ItemStatus,
+)
 from {{ cookiecutter.package_name }}.schema import upgrade_to_head
 from {{ cookiecutter.package_name }}.settings import (
     Settings,
@@ -38,8 +55,24 @@ SERVERS = pytest.StashKey[dict[str, str]]()
 DATABASE_PREFIX = "test_{{ cookiecutter.package_name }}_"
 # 48 characters, like the key the README tells people to generate (fixed, so every process shares it).
 SECRET_KEY = "test-only-" + "0123456789abcdefghijklmnopqrstuvwxyzAB"
-# Nothing listens on port 1: connections are refused at once, which is how an unreachable database looks.
+# Nothing listens on port 1: connections are refused at once, which is how an unreachable server looks.
 UNREACHABLE_DATABASE_URL = "postgresql://postgres@127.0.0.1:1/unreachable"
+UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
+# A run claims one Redis database number with `SET <prefix><n> <token> NX EX` in database 0; the expiry
+# frees the number again if a run is killed before it can release it.
+REDIS_CLAIM_PREFIX = "twelvefactor-test-claim:"
+REDIS_CLAIM_SECONDS = 3600
+REDIS_DATABASES = range(1, 16)
+
+CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
+STARTUP_TIMEOUT = 20.0
+COMMAND_TIMEOUT = 30.0
+# Seconds a process gets to finish its work after SIGTERM (GRACEFUL_TIMEOUT), unless a test sets another.
+GRACEFUL_TIMEOUT = 5
+# How often a wait loop looks again; every loop is bounded by a deadline and by a number of polls.
+POLL_SECONDS = 0.05
+
+T = TypeVar("T")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -106,9 +139,51 @@ def settings_for(database_url: URL, redis_url: str, **variables: str) -> Setting
         return load_settings(dotenv=None)
 
 
+def redis_database_url(server_url: str, number: int) -> str:
+    """The URL of database `number` on the Redis server of `server_url`."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{number}"))
+
+
 @pytest.fixture(scope="session")
-def redis_url(request: pytest.FixtureRequest) -> str:
-    return request.config.stash[SERVERS]["REDIS_URL"]
+def redis_keyspace(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a Redis database this session alone uses: claimed in database 0, emptied, released."""
+    server_url = request.config.stash[SERVERS]["REDIS_URL"]
+    token = secrets.token_hex(16)
+    with redis.Redis.from_url(redis_database_url(server_url, 0)) as claims:
+        # Prefer empty databases: one that holds keys may belong to something that never claims.
+        sizes = {}
+        for number in REDIS_DATABASES:
+            with redis.Redis.from_url(redis_database_url(server_url, number)) as database:
+                sizes[number] = database.dbsize()
+        by_preference = sorted(REDIS_DATABASES, key=lambda number: (sizes[number] > 0, number))
+        claimed = next(
+            (
+                number
+                for number in by_preference
+                if claims.set(f"{REDIS_CLAIM_PREFIX}{number}", token, nx=True, ex=REDIS_CLAIM_SECONDS)
+            ),
+            None,
+        )
+        if claimed is None:
+            pytest.exit("every Redis database 1-15 is claimed by another test run", returncode=3)
+        url = redis_database_url(server_url, claimed)
+        with redis.Redis.from_url(url) as database:
+            database.flushdb()
+            try:
+                yield url
+            finally:
+                database.flushdb()
+                claim = f"{REDIS_CLAIM_PREFIX}{claimed}"
+                if claims.get(claim) == token.encode():
+                    claims.delete(claim)
+
+
+@pytest.fixture
+def redis_url(redis_keyspace: str) -> str:
+    """This session's Redis database, emptied first: no job a previous test queued reaches this one."""
+    with redis.Redis.from_url(redis_keyspace) as database:
+        database.flushdb()
+    return redis_keyspace
 
 
 @pytest.fixture(scope="session")
@@ -119,11 +194,11 @@ def database_server(request: pytest.FixtureRequest) -> Iterator[DatabaseServer]:
 
 
 @pytest.fixture(scope="session")
-def database_url(database_server: DatabaseServer, redis_url: str) -> Iterator[URL]:
+def database_url(database_server: DatabaseServer, redis_keyspace: str) -> Iterator[URL]:
     """This session's database, migrated to head with the real migrations (not `create_all`)."""
     url = database_server.create()
     try:
-        upgrade_to_head(settings_for(url, redis_url))
+        upgrade_to_head(settings_for(url, redis_keyspace))
         yield url
     finally:
         database_server.drop(url)
@@ -171,6 +246,37 @@ def truncate_items(database_url: URL) -> Callable[[], None]:
 
 
 @pytest.fixture
+def engine(database_url: URL, truncate_items: Callable[[], None]) -> Iterator[Engine]:
+    """A synchronous engine on the session's database, as the worker has, with an empty items table."""
+    truncate_items()
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+def add_items(
+    engine: Engine, count: int, *, status: ItemStatus = ItemStatus.PENDING, age: timedelta = timedelta(0)
+) -> list[int]:
+    """Insert `count` items last updated `age` ago, without enqueueing their jobs."""
+    updated_at = datetime.now(UTC) - age
+    rows = [{"name": f"item {number}", "status": status, "updated_at": updated_at} for number in range(count)]
+    with Session(engine) as session, session.begin():
+        return sorted(session.scalars(insert(Item).returning(Item.id), rows).all())
+
+
+def get_item(engine: Engine, item_id: int) -> Item:
+    with Session(engine) as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        return item
+
+
+def items_by_id(engine: Engine) -> dict[int, Item]:
+    with Session(engine) as session:
+        return {item.id: item for item in session.scalars(select(Item))}
+
+
+@pytest.fixture
 def client(settings: Settings, truncate_items: Callable[[], None]) -> Iterator[TestClient]:
     """The app in process, lifespan included, on the session's database with an empty items table."""
     from starlette.testclient import TestClient
@@ -194,3 +300,168 @@ def restore_logging() -> Iterator[None]:
     for name, (handlers, propagate) in saved.items():
         logging.getLogger(name).handlers[:] = handlers
         logging.getLogger(name).propagate = propagate
+
+
+@pytest.fixture
+def service_env(database_url: URL, redis_url: str) -> dict[str, str]:
+    """A complete environment for the service; no setting is inherited from the shell running the tests."""
+    inherited = {name: value for name, value in os.environ.items() if name not in environment_names()}
+    return {
+        **inherited,
+        "DATABASE_URL": url_string(database_url),
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": SECRET_KEY,
+        "LOG_FORMAT": "json",
+        "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
+    }
+
+
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `condition` until it returns something other than None (or False), for at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / POLL_SECONDS) + 1):
+        result = condition()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            break
+        time.sleep(POLL_SECONDS)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def console_script() -> str:
+    """The installed console script: next to this interpreter in the virtualenv, or on PATH."""
+    beside = Path(sys.executable).with_name(CONSOLE_SCRIPT)
+    found = str(beside) if beside.exists() else shutil.which(CONSOLE_SCRIPT)
+    assert found, f"the {CONSOLE_SCRIPT} console script is not installed (run `make install`)"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def run_command(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+    )
+
+
+def json_events(output: str) -> list[dict[str, Any]]:
+    """Every line parsed as one JSON log event; fails on any line that is not one."""
+    events = []
+    for line in output.splitlines():
+        event = json.loads(line)
+        assert isinstance(event, dict), line
+        assert {"time", "level", "logger", "message"} <= set(event), line
+        events.append(event)
+    return events
+
+
+class ServiceProcess:
+    """One of the service's processes (`web`, `worker`, `clock`), its stdout and stderr captured in files."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stdout: Path, stderr: Path, port: int) -> None:
+        self.process, self.port = process, port
+        self.stdout_path, self.stderr_path = stdout, stderr
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The log events written so far (a line still being written is left for the next call)."""
+        complete, _, _ = self.stdout.rpartition("\n")
+        return json_events(complete)
+
+    def wait_for_event(self, matches: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The first log event that `matches`, waiting up to `timeout` s; fails if the process exits first."""
+
+        def found() -> dict[str, Any] | None:
+            event = next((event for event in self.events() if matches(event)), None)
+            if event is None and self.process.poll() is not None:
+                pytest.fail(f"exited with {self.process.returncode}:\n{self.stdout}\n{self.stderr}")
+            return event
+
+        return wait_until(found, timeout, f"no such log event from the process:\n{self.stdout}")
+
+    def wait_until_serving(self) -> None:
+        def serving() -> bool:
+            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.stderr}"
+            return accepts_connections(self.port)
+
+        wait_until(serving, STARTUP_TIMEOUT, f"web not listening on port {self.port}:\n{self.stdout}")
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, as a platform sends it, and the exit code once the process has exited."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@contextmanager
+def running(
+    command: str, env: dict[str, str], cwd: Path, name: str | None = None
+) -> Iterator[ServiceProcess]:
+    """Start `<slug> <command>` and always kill it (and any child it forked) afterwards.
+
+    The working directory is `cwd/workdir`, empty to begin with: no `.env`, and anything the process writes
+    there shows up. Output goes to `cwd/<name>.stdout` and `cwd/<name>.stderr`.
+    """
+    name = name or command
+    port = free_port()
+    stdout, stderr = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
+    workdir = cwd / "workdir"
+    workdir.mkdir(exist_ok=True)
+    with stdout.open("ab") as out, stderr.open("ab") as err:
+        process = subprocess.Popen(
+            [console_script(), command],
+            env={**env, "PORT": str(port)},
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+            # Its own process group, so the `finally` below reaches a worker's pool processes too.
+            start_new_session=True,
+        )
+    try:
+        yield ServiceProcess(process, stdout, stderr, port)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@contextmanager
+def running_web(env: dict[str, str], cwd: Path) -> Iterator[ServiceProcess]:
+    """The web process on a free port, once it listens."""
+    with running("web", env, cwd) as web:
+        web.wait_until_serving()
+        yield web
+
+
+def is_ready(event: dict[str, Any]) -> bool:
+    """Celery's "<node> ready." event: the worker consumes from here on."""
+    return event["logger"] == "celery.apps.worker" and str(event["message"]).endswith(" ready.")
+
+
+@contextmanager
+def running_worker(env: dict[str, str], cwd: Path, name: str = "worker") -> Iterator[ServiceProcess]:
+    """A worker process, once it consumes."""
+    with running("worker", env, cwd, name) as worker:
+        worker.wait_for_event(is_ready, STARTUP_TIMEOUT)
+        yield worker

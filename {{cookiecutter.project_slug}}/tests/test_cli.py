@@ -12,14 +12,16 @@ from {{ cookiecutter.package_name }}.cli import main
 from {{ cookiecutter.package_name }}.schema import head_revisions
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from conftest import SECRET_KEY, schema_of, url_string
+from conftest import SECRET_KEY, json_events, schema_of, url_string
+
+CLI_LOGGER = "{{ cookiecutter.package_name }}.cli"
 
 
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
 
     assert result.exit_code == 0
-    for command in ("web", "migrate", "config", "shell"):
+    for command in ("web", "worker", "clock", "migrate", "config", "shell"):
         assert f"  {command} " in result.stdout
 
 
@@ -63,7 +65,10 @@ def test_migrate_is_idempotent(
     second = CliRunner().invoke(main, ["migrate"])
 
     assert (first.exit_code, second.exit_code) == (0, 0), first.output + second.output
-    assert "Database schema is at head." in second.stderr
+    # A log event on stdout, like every other line the command writes.
+    (at_head,) = [event for event in json_events(second.stdout) if event["logger"] == CLI_LOGGER]
+    assert at_head["message"] == f"Database schema is at head {', '.join(sorted(head_revisions()))}"
+    assert at_head["level"] == "INFO"
     revisions, tables = schema_of(empty_database_url)
     assert revisions == head_revisions()
     assert "items" in tables

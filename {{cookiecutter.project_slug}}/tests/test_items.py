@@ -23,10 +23,12 @@ def test_create_item_is_201_with_location_and_every_field(client: TestClient) ->
 
     assert response.status_code == 201
     item = response.json()
-    assert set(item) == {"id", "name", "status", "created_at", "updated_at"}
+    assert set(item) == {"id", "name", "status", "digest", "created_at", "updated_at"}
     assert isinstance(item["id"], int)
     assert item["name"] == "first"
     assert item["status"] == "pending"
+    # The job's result, filled in by the worker.
+    assert item["digest"] is None
     assert datetime.fromisoformat(item["created_at"]).tzinfo is not None
     assert datetime.fromisoformat(item["updated_at"]).tzinfo is not None
     assert response.headers["location"] == f"/items/{item['id']}"

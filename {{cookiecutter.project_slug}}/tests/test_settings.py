@@ -22,6 +22,8 @@ from conftest import SECRET_KEY, url_string
 ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 # `NAME=value` (a variable to set) or `# NAME=value` (an optional one, showing its default).
 EXAMPLE_LINE = re.compile(r"^(?P<comment>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+# The zero-server broker: a queue in a local file (never opened by these tests).
+SQLITE_BROKER_URL = "sqla+sqlite:///broker.sqlite3"
 
 
 @pytest.fixture
@@ -64,6 +66,10 @@ def test_defaults_apply_to_every_optional_variable(required: pytest.MonkeyPatch)
     assert settings.db_pool_size == 10
     assert settings.db_max_overflow == 10
     assert settings.graceful_timeout == 20
+    assert settings.broker_url is None
+    assert settings.worker_concurrency == 2
+    assert settings.job_time_limit == 300
+    assert settings.requeue_pending_after == 300
 
 
 def test_dotenv_in_the_working_directory_is_read(
@@ -141,9 +147,99 @@ def test_non_redis_redis_url_is_refused(required: pytest.MonkeyPatch) -> None:
     assert problems_of(error) == {"REDIS_URL"}
 
 
+def test_jobs_go_to_redis_url_when_broker_url_is_unset(required: pytest.MonkeyPatch, redis_url: str) -> None:
+    settings = load_settings()
+
+    assert settings.broker_url is None
+    assert settings.job_broker_url == redis_url
+
+
+def test_redis_url_may_be_unset_when_broker_url_is_set(required: pytest.MonkeyPatch) -> None:
+    required.delenv("REDIS_URL")
+    required.setenv("BROKER_URL", SQLITE_BROKER_URL)
+
+    settings = load_settings()
+
+    assert settings.redis_url is None
+    assert settings.job_broker_url == SQLITE_BROKER_URL
+
+
+def test_broker_url_wins_over_redis_url(required: pytest.MonkeyPatch) -> None:
+    required.setenv("BROKER_URL", "redis://127.0.0.1:6379/9")
+
+    assert load_settings().job_broker_url == "redis://127.0.0.1:6379/9"
+
+
+def test_redis_url_is_named_when_neither_it_nor_broker_url_is_set(required: pytest.MonkeyPatch) -> None:
+    required.delenv("REDIS_URL")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"REDIS_URL"}
+    assert "BROKER_URL" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "broker_url", ["http://127.0.0.1:6379/0", "amqp://guest@127.0.0.1//", "sqla+mysql://root@127.0.0.1/q"]
+)
+def test_broker_url_with_an_unsupported_scheme_is_refused(
+    required: pytest.MonkeyPatch, broker_url: str
+) -> None:
+    required.setenv("BROKER_URL", broker_url)
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"BROKER_URL"}
+
+
+def test_empty_broker_url_means_unset(required: pytest.MonkeyPatch, tmp_path: Path, redis_url: str) -> None:
+    # As `.env.example` shows it (`# BROKER_URL=`), uncommented into a `.env`.
+    (tmp_path / ".env").write_text("BROKER_URL=\n")
+
+    settings = load_settings()
+
+    assert settings.broker_url is None
+    assert settings.job_broker_url == redis_url
+
+
+def test_empty_broker_url_and_redis_url_name_redis_url(required: pytest.MonkeyPatch) -> None:
+    required.setenv("REDIS_URL", "")
+    required.setenv("BROKER_URL", "")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"REDIS_URL"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GRACEFUL_TIMEOUT", "30"),
+        ("GRACEFUL_TIMEOUT", "-1"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("WORKER_CONCURRENCY", "65"),
+        ("JOB_TIME_LIMIT", "0"),
+        ("REQUEUE_PENDING_AFTER", "0"),
+    ],
+)
+def test_job_and_shutdown_settings_out_of_range_are_refused(
+    required: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    required.setenv(name, value)
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {name}
+
+
 def test_displayed_masks_the_secret_key_and_url_passwords(required: pytest.MonkeyPatch) -> None:
     required.setenv("DATABASE_URL", "postgres://app:db-hunter2@db.example.com:5432/app")
     required.setenv("REDIS_URL", "redis://:redis-hunter2@cache.example.com:6379/0")
+    required.setenv("BROKER_URL", "rediss://:broker-hunter2@queue.example.com:6380/0")
 
     displayed = dict(load_settings().displayed())
 
@@ -151,9 +247,10 @@ def test_displayed_masks_the_secret_key_and_url_passwords(required: pytest.Monke
     assert displayed["SECRET_KEY"] == "********"
     assert displayed["DATABASE_URL"] == "postgres://app:***@db.example.com:5432/app"
     assert displayed["REDIS_URL"] == "redis://:***@cache.example.com:6379/0"
+    assert displayed["BROKER_URL"] == "rediss://:***@queue.example.com:6380/0"
     assert displayed["LOG_LEVEL"] == "INFO"
     shown = "\n".join(displayed.values())
-    for secret in (SECRET_KEY, "db-hunter2", "redis-hunter2"):
+    for secret in (SECRET_KEY, "db-hunter2", "redis-hunter2", "broker-hunter2"):
         assert secret not in shown
 
 

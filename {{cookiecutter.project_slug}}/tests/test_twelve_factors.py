@@ -3,137 +3,31 @@ environment, binding $PORT, logging to stdout and stopping on SIGTERM. Every wai
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx2
-import pytest
 from sqlalchemy.engine import URL
 
-from {{ cookiecutter.package_name }}.settings import environment_names
+from {{ cookiecutter.package_name }}.schema import head_revisions
 
-from conftest import SECRET_KEY, url_string
+from conftest import (
+    COMMAND_TIMEOUT,
+    GRACEFUL_TIMEOUT,
+    accepts_connections,
+    console_script,
+    free_port,
+    json_events,
+    run_command,
+    running_web,
+    url_string,
+)
 
-CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
-STARTUP_TIMEOUT = 20.0
-COMMAND_TIMEOUT = 30.0
-GRACEFUL_TIMEOUT = 5
-
-
-def console_script() -> str:
-    """The installed console script: next to this interpreter in the virtualenv, or on PATH."""
-    beside = Path(sys.executable).with_name(CONSOLE_SCRIPT)
-    found = str(beside) if beside.exists() else shutil.which(CONSOLE_SCRIPT)
-    assert found, f"the {CONSOLE_SCRIPT} console script is not installed (run `make install`)"
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def service_env(database_url: URL, redis_url: str) -> dict[str, str]:
-    """A complete environment for the service; no setting is inherited from the shell running the tests."""
-    inherited = {name: value for name, value in os.environ.items() if name not in environment_names()}
-    return {
-        **inherited,
-        "DATABASE_URL": url_string(database_url),
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": SECRET_KEY,
-        "LOG_FORMAT": "json",
-        "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
-    }
-
-
-class WebProcess:
-    """The web process running in a subprocess, with its stdout and stderr captured in files."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, stdout: Path, stderr: Path) -> None:
-        self.process, self.port = process, port
-        self.stdout_path, self.stderr_path = stdout, stderr
-        self.base_url = f"http://127.0.0.1:{port}"
-
-    def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"web exited with {self.process.returncode}:\n{self.stderr}"
-            if accepts_connections(self.port):
-                return
-            time.sleep(0.05)
-        pytest.fail(f"web did not listen on port {self.port} within {STARTUP_TIMEOUT} s:\n{self.stdout}")
-
-    def stop(self, timeout: float) -> int:
-        """SIGTERM, as a platform sends it, and the exit code once the process has exited."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-
-@contextmanager
-def running_web(env: dict[str, str], cwd: Path) -> Iterator[WebProcess]:
-    """Start the web process on a free port, wait until it listens, and always kill it afterwards."""
-    port = free_port()
-    stdout, stderr = cwd / "web.stdout", cwd / "web.stderr"
-    workdir = cwd / "workdir"  # empty: no .env, and anything the process writes would show up here
-    workdir.mkdir()
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [console_script(), "web"], env={**env, "PORT": str(port)}, cwd=workdir, stdout=out, stderr=err
-        )
-    web = WebProcess(process, port, stdout, stderr)
-    try:
-        web.wait_until_serving()
-        yield web
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def run_command(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [console_script(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-
-
-def json_events(output: str) -> list[dict[str, Any]]:
-    events = []
-    for line in output.splitlines():
-        event = json.loads(line)  # fails on any line that is not JSON
-        assert isinstance(event, dict), line
-        assert {"time", "level", "logger", "message"} <= set(event), line
-        events.append(event)
-    return events
+MIGRATE_LOGGER = "{{ cookiecutter.package_name }}.cli"
 
 
 def test_web_binds_port_from_env_and_serves_health(service_env: dict[str, str], tmp_path: Path) -> None:
@@ -245,7 +139,8 @@ def test_migrate_then_web_with_percent_encoded_password(
 
     migrate = run_command(["migrate"], env, tmp_path)
     assert migrate.returncode == 0, migrate.stderr
-    assert "Database schema is at head." in migrate.stderr
+    (at_head,) = [event for event in json_events(migrate.stdout) if event["logger"] == MIGRATE_LOGGER]
+    assert at_head["message"] == f"Database schema is at head {', '.join(sorted(head_revisions()))}"
 
     with running_web(env, tmp_path) as web, httpx2.Client(base_url=web.base_url, timeout=5) as http:
         ready = http.get("/readyz")

@@ -3,31 +3,34 @@
 The console script (`<slug>`, declared in pyproject.toml) is the single entry point of the Procfile's
 process types and of admin tasks. Each command loads and validates the settings first, so a bad
 environment stops it before it binds a port or touches a database.
+
+Only click is imported up front; each command imports what it needs. The worker and the clock must take
+over SIGTERM within a fraction of a second of starting (see `stop_cleanly_while_starting`), and importing
+the web server, the ORM and Celery takes seconds on a small machine.
 """
 
 from __future__ import annotations
 
-import code
 import logging
 import os
+import signal
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
-import uvicorn
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from . import models
-from .database import create_sync_database_engine
-from .logs import configure_logging
-from .schema import head_revisions, upgrade_to_head
-from .settings import ConfigurationError, Settings, load_settings
+if TYPE_CHECKING:
+    from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 def load_or_exit() -> Settings:
     """Validated settings with logging configured, or exit naming every bad variable."""
+    from .logs import configure_logging
+    from .settings import ConfigurationError, load_settings
+
     try:
         settings = load_settings()
     except ConfigurationError as error:
@@ -36,6 +39,20 @@ def load_or_exit() -> Settings:
         sys.exit(os.EX_CONFIG)
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def stop_cleanly_while_starting() -> None:
+    """Until Celery installs its own SIGTERM handler, make SIGTERM a clean exit (status 0).
+
+    Importing and connecting take seconds, and platforms stop processes that have only just started (a
+    deploy, a scale down). Left at its default, SIGTERM would kill the process by the signal, which reads
+    as a crash. Nothing has been consumed before Celery's handler replaces this one, so nothing is lost.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_stop)
+
+
+def _exit_on_stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +64,8 @@ def main() -> None:
 def web() -> None:
     """Serve HTTP on $PORT (the Procfile's `web` process)."""
     settings = load_or_exit()
+    import uvicorn
+
     uvicorn.run(
         f"{__package__}.web.app:app_from_environment",
         factory=True,
@@ -71,6 +90,7 @@ def web() -> None:
 @main.command()
 def worker() -> None:
     """Run jobs from the queue (the Procfile's `worker` process); SIGTERM requeues what cannot finish."""
+    stop_cleanly_while_starting()
     # Platforms send SIGTERM to every process in the container, pool children included. Remapped, the
     # children ignore it and the worker makes a time-limited soft shutdown (see worker.py). billiard reads
     # this variable when it is first imported, which is why the worker module is imported only below.
@@ -84,8 +104,9 @@ def worker() -> None:
 @main.command()
 def clock() -> None:
     """Enqueue periodic jobs (the Procfile's `clock` process). Run exactly one."""
+    stop_cleanly_while_starting()
     settings = load_or_exit()
-    from .worker import run_clock  # imported late, like the worker's
+    from .worker import run_clock
 
     run_clock(settings)
 
@@ -94,6 +115,8 @@ def clock() -> None:
 def migrate() -> None:
     """Upgrade the database schema to the code's head (the Procfile's `release` process)."""
     settings = load_or_exit()
+    from .schema import head_revisions, upgrade_to_head
+
     upgrade_to_head(settings)
     logger.info("Database schema is at head %s", ", ".join(sorted(head_revisions())))
 
@@ -110,6 +133,14 @@ def config() -> None:
 def shell() -> None:
     """An interactive Python shell with settings, an engine and a session loaded."""
     settings = load_or_exit()
+    import code
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from . import models
+    from .database import create_sync_database_engine
+
     engine = create_sync_database_engine(settings)
     with Session(engine) as session:
         namespace = {

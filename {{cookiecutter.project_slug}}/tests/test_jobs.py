@@ -1,0 +1,263 @@
+"""Jobs: idempotent work on the real database, published after the commit, and never a 500 for the broker.
+
+The functions in tasks.py are tested here on their own, with a session on the real PostgreSQL database;
+test_worker.py runs them in a real worker process.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis
+from celery import signals
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from {{ cookiecutter.package_name }}.models import (
+    Item,
+    ItemStatus,
+)
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.tasks import (
+    PROCESS_ITEM,
+    SWEEP_BATCH,
+    claim_stale_pending_items,
+    process_item,
+)
+from {{ cookiecutter.package_name }}.web.app import create_app
+from {{ cookiecutter.package_name }}.worker import (
+    REQUEST_ID_HEADER,
+    create_celery,
+)
+
+from conftest import (
+    UNREACHABLE_REDIS_URL,
+    add_items,
+    get_item,
+)
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
+# The queue is named after the package, so services sharing one Redis never take each other's jobs.
+QUEUE = "{{ cookiecutter.package_name }}"
+JOBS_LOGGER = "{{ cookiecutter.package_name }}.web.jobs"
+PERIOD = timedelta(minutes=5)
+OBSERVER = "test-observe-publish"
+# Seconds a second transaction is given to show it is waiting for the first one's row locks.
+BLOCKED_FOR = 0.5
+
+
+def in_transaction(engine: Engine, work: Callable[[Session], Any]) -> Any:
+    with Session(engine) as session, session.begin():
+        return work(session)
+
+
+def run_in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start `work` in a thread; its result (or exception) lands in the returned list."""
+    results: list[Any] = []
+
+    def target() -> None:
+        try:
+            results.append(work())
+        except Exception as exc:  # handed back to the test, which re-raises it
+            results.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, results
+
+
+def test_process_item_marks_it_done_with_the_sha256_of_its_name(engine: Engine) -> None:
+    (item_id,) = add_items(engine, 1)
+
+    assert in_transaction(engine, lambda session: process_item(session, item_id)) is True
+
+    item = get_item(engine, item_id)
+    assert item.status is ItemStatus.DONE
+    assert item.digest == hashlib.sha256(b"item 0").hexdigest()
+
+
+def test_process_item_twice_is_harmless(engine: Engine) -> None:
+    (item_id,) = add_items(engine, 1)
+    in_transaction(engine, lambda session: process_item(session, item_id))
+    first = get_item(engine, item_id)
+
+    assert in_transaction(engine, lambda session: process_item(session, item_id)) is False
+
+    second = get_item(engine, item_id)
+    assert second.status is ItemStatus.DONE
+    assert (second.digest, second.updated_at) == (first.digest, first.updated_at)
+
+
+def test_process_item_of_an_unknown_id_returns_false(engine: Engine) -> None:
+    assert in_transaction(engine, lambda session: process_item(session, 12345)) is False
+
+
+def test_two_deliveries_of_one_job_at_once_take_turns_and_the_second_finds_it_done(engine: Engine) -> None:
+    (item_id,) = add_items(engine, 1)
+    with Session(engine) as first, first.begin():
+        assert process_item(first, item_id) is True  # holds the row lock until this transaction ends
+        second, results = run_in_thread(lambda: in_transaction(engine, lambda s: process_item(s, item_id)))
+        second.join(BLOCKED_FOR)
+        assert second.is_alive(), "the second delivery did not wait for the first one's row lock"
+    second.join(10)
+
+    assert results == [False]
+    assert get_item(engine, item_id).digest == hashlib.sha256(b"item 0").hexdigest()
+
+
+def test_claim_returns_only_items_pending_longer_than_the_period(engine: Engine) -> None:
+    stale = add_items(engine, 2, age=PERIOD + timedelta(minutes=1))
+    add_items(engine, 2, age=PERIOD - timedelta(minutes=1))
+
+    claimed = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
+
+    assert claimed == stale
+
+
+def test_claim_touches_the_items_so_an_immediate_second_claim_returns_nothing(engine: Engine) -> None:
+    stale = add_items(engine, 3, age=PERIOD * 2)
+    before = datetime.now(UTC)
+
+    first = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
+    second = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
+
+    assert (first, second) == (stale, [])
+    for item_id in stale:
+        item = get_item(engine, item_id)
+        assert item.status is ItemStatus.PENDING
+        assert item.updated_at >= before - timedelta(seconds=1)
+
+
+def test_claim_never_returns_done_items(engine: Engine) -> None:
+    add_items(engine, 2, status=ItemStatus.DONE, age=PERIOD * 10)
+
+    assert in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD)) == []
+
+
+def test_claim_takes_at_most_one_batch_and_the_next_sweep_takes_the_rest(engine: Engine) -> None:
+    stale = add_items(engine, SWEEP_BATCH + 1, age=PERIOD * 2)
+
+    first = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
+    second = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
+
+    assert first == stale[:SWEEP_BATCH]
+    assert second == stale[SWEEP_BATCH:]
+
+
+def test_two_clocks_sweeping_at_once_claim_each_item_once(engine: Engine) -> None:
+    stale = add_items(engine, 3, age=PERIOD * 2)
+    with Session(engine) as first, first.begin():
+        assert claim_stale_pending_items(first, PERIOD) == stale
+        second, results = run_in_thread(
+            lambda: in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
+        )
+        second.join(BLOCKED_FOR)
+        assert second.is_alive(), "the second sweep did not wait for the first one's row locks"
+    second.join(10)
+
+    assert results == [[]]
+
+
+def queued_messages(redis_url: str) -> list[dict[str, Any]]:
+    """The messages waiting in the service's queue, as kombu's Redis transport stores them."""
+    with redis.Redis.from_url(redis_url) as database:
+        raw: list[bytes] = database.lrange(QUEUE, 0, -1)
+    return [json.loads(message) for message in raw]
+
+
+def test_create_item_enqueues_its_job_with_the_request_id_in_a_header(
+    client: TestClient, redis_url: str
+) -> None:
+    created = client.post("/items", json={"name": "queued"}, headers={"X-Request-ID": "enqueue-trace-1"})
+
+    assert created.status_code == 201
+    (message,) = queued_messages(redis_url)
+    assert message["headers"]["task"] == PROCESS_ITEM
+    assert message["headers"][REQUEST_ID_HEADER] == "enqueue-trace-1"
+    assert message["content-type"] == "application/json"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([created.json()["id"]], {})
+
+
+def test_job_is_published_only_after_its_item_is_committed(client: TestClient, engine: Engine) -> None:
+    # Celery's own publish signal, observed from a second connection: a row it can read is committed.
+    seen_at_publish: dict[int, ItemStatus | None] = {}
+
+    def observe(body: Any, **_: Any) -> None:
+        args, _kwargs, _embed = body
+        with Session(engine) as session:
+            item = session.get(Item, args[0])
+            seen_at_publish[args[0]] = None if item is None else item.status
+
+    signals.before_task_publish.connect(observe, weak=False, dispatch_uid=OBSERVER)
+    try:
+        created = client.post("/items", json={"name": "committed first"})
+    finally:
+        signals.before_task_publish.disconnect(dispatch_uid=OBSERVER)
+
+    assert seen_at_publish == {created.json()["id"]: ItemStatus.PENDING}
+
+
+@pytest.fixture
+def client_without_broker(settings: Settings, truncate_items: Callable[[], None]) -> Iterator[TestClient]:
+    """The app with REDIS_URL pointing at a port nothing listens on."""
+    from starlette.testclient import TestClient
+
+    truncate_items()
+    no_broker = dataclasses.replace(settings, redis_url=UNREACHABLE_REDIS_URL, broker_url=None)
+    with TestClient(create_app(no_broker)) as client:
+        yield client
+
+
+def test_create_item_is_201_and_stays_pending_when_the_broker_is_unreachable(
+    client_without_broker: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    created = client_without_broker.post("/items", json={"name": "no broker"})
+
+    assert created.status_code == 201
+    fetched = client_without_broker.get(created.headers["location"])
+    assert (fetched.json()["status"], fetched.json()["digest"]) == ("pending", None)
+    (warning,) = [record for record in caplog.records if record.name == JOBS_LOGGER]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(f"Could not enqueue {PROCESS_ITEM}")
+
+
+def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(client_without_broker: TestClient) -> None:
+    response = client_without_broker.get("/readyz")
+
+    assert response.status_code == 503
+    assert set(response.json()["problems"]) == {"broker"}
+
+
+def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
+    app = create_celery(settings)
+    try:
+        conf = app.conf
+        # Acknowledged after the job ran, also when its pool process dies; one message reserved at a time.
+        assert conf.task_acks_late is True
+        assert conf.task_reject_on_worker_lost is True
+        assert conf.worker_prefetch_multiplier == 1
+        # Redelivered only once the job has surely been killed by its time limit.
+        assert conf.task_time_limit == settings.job_time_limit
+        assert conf.broker_transport_options["visibility_timeout"] > settings.job_time_limit
+        # JSON only, no result backend, the service's own logging.
+        assert conf.task_serializer == "json"
+        assert list(conf.accept_content) == ["json"]
+        assert conf.task_ignore_result is True
+        assert conf.worker_hijack_root_logger is False
+        # Jobs in hand get GRACEFUL_TIMEOUT after SIGTERM, inside the platforms' 30 s.
+        assert 0 < conf.worker_soft_shutdown_timeout == settings.graceful_timeout < 30
+        assert conf.task_default_queue == QUEUE
+    finally:
+        app.close()

@@ -1,0 +1,217 @@
+"""Factor IX: processes stop on SIGTERM without dropping a request or losing a job.
+
+The web process stops being ready at once and finishes what it has in hand; the worker hands back what it
+cannot finish within GRACEFUL_TIMEOUT, acknowledged jobs only after they ran, so the next worker does it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from {{ cookiecutter.package_name }}.models import ItemStatus
+from {{ cookiecutter.package_name }}.web.resources import Resources
+
+from conftest import (
+    GRACEFUL_TIMEOUT,
+    ServiceProcess,
+    items_by_id,
+    running,
+    running_web,
+    running_worker,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
+ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
+SHUTDOWN_LOGGER = "{{ cookiecutter.package_name }}.web.shutdown"
+WORKER_LOGGER = "{{ cookiecutter.package_name }}.worker"
+# The service's queue, and the hash where kombu's Redis transport keeps delivered, unacknowledged jobs.
+QUEUE = "{{ cookiecutter.package_name }}"
+UNACKED = "unacked"
+BACKLOG = 40
+DRAIN_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+# Seconds a worker may take to exit beyond GRACEFUL_TIMEOUT: closing the pool and the broker connection.
+STOP_MARGIN = 5
+
+
+def test_readyz_names_process_stopping_once_a_stop_is_requested(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert client.get("/readyz").status_code == 200
+    resources: Resources = client.app_state["resources"]
+
+    with caplog.at_level(logging.INFO, logger=SHUTDOWN_LOGGER):
+        resources.draining.begin()
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "problems": {"process": "stopping"}}
+    (stop_requested,) = [record for record in caplog.records if record.name == SHUTDOWN_LOGGER]
+    assert stop_requested.getMessage().startswith("Stop requested")
+    # Liveness is another matter: a stopping process is not a dead one.
+    assert client.get("/healthz").status_code == 200
+
+
+def read_head(connection: socket.socket) -> bytes:
+    """Bytes up to the end of a response's head (what follows it stays in `connection`'s buffer)."""
+    received = b""
+    for _ in range(1000):
+        if received.endswith(b"\r\n\r\n"):
+            return received
+        received += connection.recv(1) or pytest.fail(f"connection closed after {received!r}")
+    pytest.fail(f"no end of response head in {received!r}")
+
+
+def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one HTTP/1.1 response with a Content-Length."""
+    status_line, *header_lines = read_head(connection).decode().strip().split("\r\n")
+    headers = {
+        name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    body = b""
+    for _ in range(1000):
+        if len(body) >= int(headers["content-length"]):
+            break
+        body += connection.recv(65536) or pytest.fail(f"connection closed after {body!r}")
+    return int(status_line.split()[1]), headers, body
+
+
+def test_sigterm_lets_an_in_flight_request_finish_then_the_web_process_exits(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    body = json.dumps({"name": "in flight"}).encode()
+    head = (
+        "POST /items HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"X-Request-ID: in-flight-1\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+    def is_stop_requested(event: dict[str, Any]) -> bool:
+        return event["logger"] == SHUTDOWN_LOGGER and str(event["message"]).startswith("Stop requested")
+
+    with running_web(service_env, tmp_path) as web:
+        with socket.create_connection(("127.0.0.1", web.port), timeout=GRACEFUL_TIMEOUT) as connection:
+            connection.sendall(head)
+            # The server says "100 Continue" once the app asks for the body: the request is in flight.
+            assert read_head(connection).startswith(b"HTTP/1.1 100 ")
+            connection.sendall(body[:5])
+            web.process.send_signal(signal.SIGTERM)
+            web.wait_for_event(is_stop_requested, GRACEFUL_TIMEOUT)
+            connection.sendall(body[5:])
+            status, headers, answer = read_response(connection)
+        exit_code = web.process.wait(timeout=GRACEFUL_TIMEOUT + 5)
+
+    assert status == 201
+    assert json.loads(answer)["name"] == "in flight"
+    assert headers["x-request-id"] == "in-flight-1"
+    # uvicorn finishes its graceful shutdown, then re-raises the SIGTERM it caught.
+    assert exit_code == -signal.SIGTERM
+    order = [
+        event["message"]
+        for event in web.events()
+        if is_stop_requested(event)
+        or event["logger"] == ACCESS_LOGGER
+        or event["message"] == "Application shutdown complete."
+    ]
+    assert order[0].startswith("Stop requested")
+    assert order[1:] == ["POST /items 201", "Application shutdown complete."]
+
+
+@pytest.fixture
+def backlog(engine: Engine, client: TestClient, redis_url: str) -> list[int]:
+    """BACKLOG items created through the web app with no worker running: their jobs wait in Redis.
+
+    (After `engine`, which empties the items table when it is set up.)
+    """
+    item_ids = [
+        client.post("/items", json={"name": f"backlog {number}"}).json()["id"] for number in range(BACKLOG)
+    ]
+    with redis.Redis.from_url(redis_url) as database:
+        assert database.llen(QUEUE) == BACKLOG
+    return item_ids
+
+
+@pytest.fixture
+def stop_env(service_env: dict[str, str]) -> dict[str, str]:
+    return {**service_env, "GRACEFUL_TIMEOUT": "2", "WORKER_CONCURRENCY": "2"}
+
+
+def done_outcomes(*workers: ServiceProcess) -> list[int]:
+    """Ids of the items the workers logged as done (not "already done"), in order."""
+    return [
+        event["item_id"]
+        for worker in workers
+        for event in worker.events()
+        if event["logger"] == WORKER_LOGGER and str(event["message"]).endswith(": done")
+    ]
+
+
+def stop_timed(worker: ServiceProcess) -> tuple[int, float]:
+    """SIGTERM, then the exit code and how many seconds the worker took to exit."""
+    started = time.monotonic()
+    exit_code = worker.stop(timeout=STOP_TIMEOUT)
+    return exit_code, time.monotonic() - started
+
+
+def assert_no_job_lost(
+    first_worker: Callable[[], tuple[tuple[int, float], ServiceProcess]],
+    backlog: list[int],
+    stop_env: dict[str, str],
+    engine: Engine,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """Stop a first worker (as `first_worker` does), then let a second one finish the backlog."""
+    (first_exit, first_took), first = first_worker()
+    with running_worker(stop_env, tmp_path, "worker-2") as second:
+        wait_until(
+            lambda: len(done_outcomes(first, second)) >= BACKLOG or None,
+            DRAIN_TIMEOUT,
+            "the backlog finished by the second worker",
+        )
+        second_exit, second_took = stop_timed(second)
+
+    assert (first_exit, second_exit) == (0, 0)
+    # Jobs in hand get GRACEFUL_TIMEOUT; the platform's SIGKILL, 30 s after SIGTERM, is never needed.
+    assert max(first_took, second_took) < int(stop_env["GRACEFUL_TIMEOUT"]) + STOP_MARGIN
+    # Every job ran to completion exactly once, whichever worker ran it.
+    assert sorted(done_outcomes(first, second)) == backlog
+    items = items_by_id(engine)
+    assert {items[item_id].status for item_id in backlog} == {ItemStatus.DONE}
+    with redis.Redis.from_url(redis_url) as database:
+        assert (database.llen(QUEUE), database.hlen(UNACKED)) == (0, 0)
+
+
+def test_worker_stopped_one_second_after_start_loses_no_job(
+    backlog: list[int], stop_env: dict[str, str], engine: Engine, redis_url: str, tmp_path: Path
+) -> None:
+    def stop_after_one_second() -> tuple[tuple[int, float], ServiceProcess]:
+        with running("worker", stop_env, tmp_path, "worker-1") as first:
+            time.sleep(1)
+            return stop_timed(first), first
+
+    assert_no_job_lost(stop_after_one_second, backlog, stop_env, engine, redis_url, tmp_path)
+
+
+def test_worker_stopped_in_the_middle_of_a_backlog_loses_no_job(
+    backlog: list[int], stop_env: dict[str, str], engine: Engine, redis_url: str, tmp_path: Path
+) -> None:
+    def stop_after_first_job() -> tuple[tuple[int, float], ServiceProcess]:
+        with running_worker(stop_env, tmp_path, "worker-1") as first:
+            wait_until(lambda: done_outcomes(first) or None, DRAIN_TIMEOUT, "a first job done")
+            return stop_timed(first), first
+
+    assert_no_job_lost(stop_after_first_job, backlog, stop_env, engine, redis_url, tmp_path)
