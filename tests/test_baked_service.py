@@ -59,6 +59,7 @@ SERVICE_VARIABLES = (
     "WORKER_CONCURRENCY",
     "JOB_TIME_LIMIT",
     "REQUEUE_PENDING_AFTER",
+    "RELEASE_ID",
 )
 
 SUMMARY = re.compile(r"^(?:=+ )?(?P<counts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")

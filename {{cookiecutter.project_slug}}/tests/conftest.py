@@ -411,7 +411,10 @@ class ServiceProcess:
     def stop(self, timeout: float) -> int:
         """SIGTERM, as a platform sends it, and the exit code once the process has exited."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {timeout:g} s after SIGTERM:\n{self.stdout}\n{self.stderr}")
 
 
 @contextmanager

@@ -7,9 +7,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from {{ cookiecutter.package_name }}.schema import head_revisions
+from {{ cookiecutter.package_name }}.database import sync_url
+from {{ cookiecutter.package_name }}.schema import (
+    SchemaExpectation,
+    head_revisions,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.web.app import create_app
 
@@ -72,3 +77,52 @@ def test_readyz_is_503_naming_the_database_when_it_is_unreachable(unreachable_cl
     body = response.json()
     assert body["status"] == "not ready"
     assert set(body["problems"]) == {"database"}
+
+
+def test_readyz_stays_ready_when_a_newer_release_has_migrated_the_schema(
+    settings: Settings, empty_database_url: URL
+) -> None:
+    # During a rolling deploy the release step of the new version runs before the old processes stop.
+    engine = create_engine(sync_url(empty_database_url), poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO alembic_version VALUES ('9999_from_a_newer_release')"))
+    engine.dispose()
+
+    for client in client_for(settings, empty_database_url):
+        response = client.get("/readyz")
+
+    assert response.status_code == 200, response.json()
+
+
+@pytest.mark.parametrize(
+    ("current", "ready"),
+    [
+        pytest.param("heads", True, id="at-head"),
+        pytest.param("older", False, id="behind-head"),
+        pytest.param("none", False, id="never-migrated"),
+        pytest.param("unknown", True, id="migrated-by-a-newer-release"),
+    ],
+)
+def test_schema_expectation_accepts_head_or_newer_and_refuses_older(current: str, ready: bool) -> None:
+    expectation = SchemaExpectation.from_migrations()
+    older = expectation.known - expectation.heads
+    assert older, "the migrations have a revision before head"
+    revisions = {
+        "heads": expectation.heads,
+        "older": frozenset(sorted(older)[:1]),
+        "none": frozenset(),
+        "unknown": frozenset({"9999_from_a_newer_release"}),
+    }[current]
+
+    assert (expectation.problem_with(revisions) is None) == ready
+
+
+def test_version_names_the_release_this_process_runs(settings: Settings, database_url: URL) -> None:
+    released = dataclasses.replace(settings, release_id="v42-abc1234")
+
+    for client in client_for(released, database_url):
+        response = client.get("/version")
+
+    assert response.status_code == 200
+    assert response.json() == {"release": "v42-abc1234"}

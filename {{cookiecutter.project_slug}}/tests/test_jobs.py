@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from {{ cookiecutter.package_name }}.tasks import (
 from {{ cookiecutter.package_name }}.web.app import create_app
 from {{ cookiecutter.package_name }}.worker import (
     REQUEST_ID_HEADER,
+    broker_tls,
     create_celery,
 )
 
@@ -261,3 +263,17 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
         assert conf.task_default_queue == QUEUE
     finally:
         app.close()
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "tls"),
+    [
+        pytest.param(
+            "rediss://:secret@redis.example:6380/0", {"ssl_cert_reqs": ssl.CERT_NONE}, id="heroku-tls"
+        ),
+        pytest.param("rediss://redis.example:6380/0?ssl_cert_reqs=required", None, id="tls-verified-by-url"),
+        pytest.param("redis://127.0.0.1:6379/0", None, id="plain"),
+    ],
+)
+def test_rediss_url_works_as_a_platform_hands_it_out(broker_url: str, tls: dict[str, Any] | None) -> None:
+    assert broker_tls(broker_url) == tls

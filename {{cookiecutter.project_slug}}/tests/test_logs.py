@@ -135,3 +135,12 @@ def test_no_log_handler_writes_to_a_file(client: TestClient) -> None:
         if isinstance(handler, logging.FileHandler)
     ]
     assert file_handlers == []
+
+
+def test_every_json_line_names_the_release_that_wrote_it(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "json", release="v42-abc1234")
+
+    logging.getLogger(TEST_LOGGER).info("one")
+    logging.getLogger("uvicorn.error").info("two")
+
+    assert [event["release"] for event in json_lines(capsys.readouterr().out)] == ["v42-abc1234"] * 2

@@ -280,3 +280,24 @@ def test_env_example_documents_the_real_defaults(required: pytest.MonkeyPatch) -
     explicit = load_settings()
 
     assert explicit == implicit
+
+
+def test_release_id_is_unknown_when_nothing_provides_it(required: pytest.MonkeyPatch) -> None:
+    required.delenv("HEROKU_RELEASE_VERSION", raising=False)
+
+    assert load_settings().release_id == "unknown"
+
+
+def test_release_id_comes_from_the_image_build_argument(required: pytest.MonkeyPatch) -> None:
+    required.setenv("RELEASE_ID", "3f2c9e1")
+    required.setenv("HEROKU_RELEASE_VERSION", "v42")
+
+    assert load_settings().release_id == "3f2c9e1"
+
+
+def test_release_id_falls_back_to_herokus_release_version(required: pytest.MonkeyPatch) -> None:
+    # An image built without --build-arg RELEASE_ID carries an empty value: that means unset.
+    required.setenv("RELEASE_ID", "")
+    required.setenv("HEROKU_RELEASE_VERSION", "v42")
+
+    assert load_settings().release_id == "v42"

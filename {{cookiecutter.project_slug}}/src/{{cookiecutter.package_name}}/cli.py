@@ -37,7 +37,7 @@ def load_or_exit() -> Settings:
         click.echo(str(error), err=True)
         # EX_CONFIG from sysexits.h: a supervisor can tell "misconfigured" from "crashed".
         sys.exit(os.EX_CONFIG)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id)
     return settings
 
 

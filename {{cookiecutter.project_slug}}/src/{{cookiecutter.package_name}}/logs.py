@@ -27,10 +27,15 @@ STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
 }
 
 
-class RequestIdFilter(logging.Filter):
-    """Stamps each record with the current request id, so a request's lines can be found together."""
+class ContextFilter(logging.Filter):
+    """Stamps each record with the release that wrote it and the request (or job) it was written for."""
+
+    def __init__(self, release: str | None) -> None:
+        super().__init__()
+        self.release = release
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.release = self.release
         record.request_id = request_id.get()
         return True
 
@@ -63,21 +68,22 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        # A person at a terminal knows which release they run; every other field is shown.
         fields = {
             key: value
             for key, value in vars(record).items()
-            if key not in STANDARD_RECORD_ATTRIBUTES and value is not None
+            if key not in STANDARD_RECORD_ATTRIBUTES and key != "release" and value is not None
         }
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
         return line
 
 
-def configure_logging(level: int, log_format: Literal["json", "console"]) -> None:
+def configure_logging(level: int, log_format: Literal["json", "console"], release: str | None = None) -> None:
     """Send every log record of this process to stdout, once, in the chosen format."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(ContextFilter(release))
 
     root = logging.getLogger()
     for existing in root.handlers[:]:

@@ -7,6 +7,7 @@ process never migrates; it only compares the database's revision with the code's
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,33 @@ def alembic_config() -> Config:
 def head_revisions() -> frozenset[str]:
     """The revisions the code expects the database to be at."""
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemaExpectation:
+    """What this code knows of the migrations: their heads, and every revision up to them."""
+
+    heads: frozenset[str]
+    known: frozenset[str]
+
+    @classmethod
+    def from_migrations(cls) -> SchemaExpectation:
+        scripts = ScriptDirectory.from_config(alembic_config())
+        known = frozenset(script.revision for script in scripts.walk_revisions())
+        return cls(heads=frozenset(scripts.get_heads()), known=known)
+
+    def problem_with(self, current: frozenset[str]) -> str | None:
+        """Why a database at `current` cannot serve this code, or None if it can.
+
+        A database at a revision this code has never heard of was migrated by a newer release. During a
+        rolling deploy the old processes keep serving it: migrations add before they remove (expand, then
+        contract), so the newer schema still fits the older code.
+        """
+        if current == self.heads or (current and not current <= self.known):
+            return None
+        found = ", ".join(sorted(current)) or "none"
+        expected = ", ".join(sorted(self.heads))
+        return f"at revision {found}, expected {expected}; run the release step (migrate)"
 
 
 def upgrade_to_head(settings: Settings) -> None:

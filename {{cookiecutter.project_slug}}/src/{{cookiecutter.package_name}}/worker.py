@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import celery.apps.worker
 from celery import Celery, signals
@@ -55,6 +57,7 @@ def create_celery(settings: Settings) -> Celery:
         # Kill a job that runs past the limit, so a stuck job cannot hold a pool process forever.
         task_time_limit=settings.job_time_limit,
         broker_transport_options=broker_options(settings),
+        broker_use_ssl=broker_tls(settings.job_broker_url),
         # JSON only: a pickled message from a compromised broker would run code in the worker.
         task_serializer="json",
         accept_content=["json"],
@@ -97,6 +100,19 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": 5,
         "socket_timeout": 10,
     }
+
+
+def broker_tls(broker_url: str) -> dict[str, Any] | None:
+    """TLS for a `rediss://` broker given as a platform hands it out.
+
+    Heroku's Redis add-on serves TLS with a self-signed certificate and a URL without `ssl_cert_reqs`,
+    which Celery otherwise refuses: encrypt without verifying the certificate, unless the URL itself
+    asks for verification (`?ssl_cert_reqs=required`).
+    """
+    parts = urlsplit(broker_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
 def register_jobs(app: Celery, engine: Engine, settings: Settings) -> None:
@@ -146,7 +162,7 @@ def use_service_logging(settings: Settings) -> None:
     """With a receiver on `setup_logging`, Celery configures no logging of its own: one stream, one format."""
 
     def configure(**_: Any) -> None:
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, settings.release_id)
 
     signals.setup_logging.connect(configure, weak=False, dispatch_uid="use_service_logging")
 

@@ -30,7 +30,7 @@ def main() -> None:
         return
     # Run as `alembic ...` from a shell (for example to autogenerate a revision).
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id)
     if context.is_offline_mode():
         context.configure(
             url=sync_url(settings.database_url), target_metadata=Base.metadata, literal_binds=True

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ..database import create_async_database_engine, session_factory
 from ..logs import configure_logging
-from ..schema import head_revisions
+from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
 from ..worker import create_celery, propagate_request_ids
 from . import health, items
@@ -34,7 +34,8 @@ def create_app(settings: Settings) -> Starlette:
         resources = Resources(
             engine=engine,
             sessions=session_factory(engine),
-            schema_heads=head_revisions(),
+            schema=SchemaExpectation.from_migrations(),
+            release_id=settings.release_id,
             jobs=JobQueue(celery),
             draining=Draining(),
         )
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/version", health.version, methods=["GET"]),
         # One route per path: Starlette answers 405 with the Allow header of the first route matching the
         # path, so two routes for /items would tell a client that only one of its methods exists.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
@@ -65,5 +67,5 @@ def create_app(settings: Settings) -> Starlette:
 def app_from_environment() -> Starlette:
     """The factory uvicorn calls in each web process (`<slug> web` has already validated the settings)."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id)
     return create_app(settings)

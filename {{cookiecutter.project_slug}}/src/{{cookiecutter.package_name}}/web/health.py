@@ -24,6 +24,12 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def version(request: Request) -> JSONResponse:
+    """The release this process runs (factor V), so anyone can check what a deploy put live."""
+    resources: Resources = request.state.resources
+    return JSONResponse({"release": resources.release_id})
+
+
 async def readyz(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     problems: dict[str, str] = {}
@@ -35,10 +41,8 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:  # any failure to ask is "not ready", never a 500
         problems["database"] = f"unreachable ({exc.__class__.__name__})"
     else:
-        if revisions != resources.schema_heads:
-            expected = ", ".join(sorted(resources.schema_heads))
-            found = ", ".join(sorted(revisions)) or "none"
-            problems["schema"] = f"at revision {found}, expected {expected}; run the release step (migrate)"
+        if (schema_problem := resources.schema.problem_with(revisions)) is not None:
+            problems["schema"] = schema_problem
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             await resources.jobs.check()

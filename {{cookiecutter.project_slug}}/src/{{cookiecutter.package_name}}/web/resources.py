@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ..schema import SchemaExpectation
 from .jobs import JobQueue
 from .shutdown import Draining
 
@@ -14,7 +15,9 @@ from .shutdown import Draining
 class Resources:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    # The Alembic heads this code was written for; /readyz compares the database against them.
-    schema_heads: frozenset[str]
+    # The migrations this code was written for; /readyz compares the database against them.
+    schema: SchemaExpectation
+    # Which release this process runs (factor V), for GET /version.
+    release_id: str
     jobs: JobQueue
     draining: Draining
