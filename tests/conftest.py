@@ -75,6 +75,13 @@ def longest_bake(cookies_session: Any) -> Bake:
     return successful_bake(cookies_session.bake(extra_context=LONGEST_ANSWERS))
 
 
+@pytest.fixture(params=["default_bake", "longest_bake"])
+def any_bake(request: pytest.FixtureRequest) -> Bake:
+    """The default bake, then the bake with the longest slug and package the hook accepts."""
+    bake: Bake = request.getfixturevalue(request.param)
+    return bake
+
+
 @pytest.fixture(scope="session")
 def twin_bakes(cookies_session: Any) -> tuple[Bake, Bake]:
     """Two more bakes with the default answers, to compare with each other."""
