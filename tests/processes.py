@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import secrets
+import signal
 import socket
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from subprocess import DEVNULL, STDOUT, Popen
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -22,6 +25,8 @@ from support import InstalledService, assert_succeeded, run
 # is tested is that the service decodes the URL, not the password.
 AWKWARD_PASSWORD = "p@ss%w0rd"
 T = TypeVar("T")
+# Seconds a baked web process may take to answer /healthz (bake and install come before it in `make demo`).
+HEALTH_TIMEOUT = 240.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +77,29 @@ def poll(condition: Callable[[], T | None], timeout: float, interval: float = 0.
             break
         time.sleep(interval)
     return None
+
+
+@contextlib.contextmanager
+def process_group(
+    command: Sequence[str | Path], cwd: Path, env: dict[str, str], output: Path
+) -> Iterator[Popen[bytes]]:
+    """Run `command` as the leader of a new process group (like a terminal's foreground job), its stdout and
+    stderr in `output`; whatever of the group still runs at the end is killed."""
+    with output.open("wb") as stream:
+        process = Popen(
+            command, cwd=cwd, env=env, stdin=DEVNULL, stdout=stream, stderr=STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+
+def answers_health(base_url: str) -> bool:
+    """Whether /healthz says 200 (connection errors count as no)."""
+    return poll(lambda: http("GET", f"{base_url}/healthz", timeout=1).status == 200, HEALTH_TIMEOUT) is True
 
 
 DATABASE_ADMIN = """

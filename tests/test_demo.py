@@ -13,13 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from processes import free_port, http, poll
+from processes import answers_health, free_port, http, poll, process_group
 from support import TEMPLATE_DIR, clean_environment
 
 pytestmark = pytest.mark.slow
 
-# Baking and installing come first (about ten seconds with a warm package cache).
-STARTUP_TIMEOUT = 240.0
 JOB_TIMEOUT = 20.0
 STOP_TIMEOUT = 30.0
 
@@ -31,33 +29,16 @@ def test_make_demo_serves_and_finishes_a_job_with_no_servers(tmp_path: Path) -> 
     # Server URLs in the environment must not matter: the demo sets its own, embedded ones.
     env = clean_environment(PORT=str(port))
     base_url = f"http://127.0.0.1:{port}"
-    with output_path.open("wb") as output:
-        demo = subprocess.Popen(
-            ["make", "demo", f"DEMO_DIR={demo_dir}"],
-            cwd=TEMPLATE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            healthy = poll(
-                lambda: http("GET", f"{base_url}/healthz", timeout=1).status == 200, STARTUP_TIMEOUT
-            )
-            assert healthy, f"no /healthz on port {port}:\n{output_path.read_text()}"
-            created = http("POST", f"{base_url}/items", {"name": "demo"})
-            assert created.status == 201, created.body
-            location = created.headers["location"]
-            done = poll(lambda: http("GET", f"{base_url}{location}").json()["status"] == "done", JOB_TIMEOUT)
+    with process_group(["make", "demo", f"DEMO_DIR={demo_dir}"], TEMPLATE_DIR, env, output_path) as demo:
+        assert answers_health(base_url), f"no /healthz on port {port}:\n{output_path.read_text()}"
+        created = http("POST", f"{base_url}/items", {"name": "demo"})
+        assert created.status == 201, created.body
+        location = created.headers["location"]
+        done = poll(lambda: http("GET", f"{base_url}{location}").json()["status"] == "done", JOB_TIMEOUT)
 
-            os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C sends
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                demo.wait(timeout=STOP_TIMEOUT)
-        finally:
-            if demo.poll() is None:
-                os.killpg(demo.pid, signal.SIGKILL)
-                demo.wait(timeout=30)
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C sends
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            demo.wait(timeout=STOP_TIMEOUT)
 
     log = output_path.read_text(errors="replace")
     assert done, f"the item's job did not finish:\n{log}"

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import free_port, fresh_database, http, own_redis_database, poll
+from processes import (
+    answers_health,
+    free_port,
+    fresh_database,
+    http,
+    own_redis_database,
+    poll,
+    process_group,
+)
 from support import InstalledService, Installer, assert_succeeded, clean_environment, run
 
 pytestmark = pytest.mark.slow
@@ -30,7 +38,6 @@ pytestmark = pytest.mark.slow
 PLATFORM_GRACE = 30.0
 # Short, so the soft shutdown of a worker with a job in hand stays quick in the tests.
 GRACEFUL_TIMEOUT = "5"
-STARTUP_TIMEOUT = 60.0
 JOB_TIMEOUT = 20.0
 SECRET_KEY = secrets.token_urlsafe(48)
 
@@ -83,40 +90,26 @@ def run_formation(installed: InstalledService, env: dict[str, str], workdir: Pat
     item: dict[str, Any] = {}
     returncode: int | None = None
     stop_seconds = float("inf")
-    with output_path.open("wb") as output:
-        # A session of its own: on SIGTERM honcho signals the process group of each process it started.
-        formation = subprocess.Popen(
-            honcho(installed, "--port", str(port), "web", "worker"),
-            cwd=installed.project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    # A process group of its own: on SIGTERM honcho signals the group of each process it started.
+    command = honcho(installed, "--port", str(port), "web", "worker")
+    with process_group(command, installed.project, env, output_path) as formation:
+        assert answers_health(base_url), f"web did not answer /healthz:\n{output_path.read_text()}"
+        created = http(
+            "POST", f"{base_url}/items", {"name": "formation"}, headers={"X-Request-ID": request_id}
         )
-        try:
-            ready = poll(lambda: http("GET", f"{base_url}/healthz", timeout=1).status == 200, STARTUP_TIMEOUT)
-            assert ready, f"web did not answer /healthz:\n{output_path.read_text()}"
-            created = http(
-                "POST", f"{base_url}/items", {"name": "formation"}, headers={"X-Request-ID": request_id}
-            )
-            assert created.status == 201, created.body
-            location = created.headers["location"]
+        assert created.status == 201, created.body
+        location = created.headers["location"]
 
-            def finished() -> dict[str, Any] | None:
-                current: dict[str, Any] = http("GET", f"{base_url}{location}", timeout=2).json()
-                return current if current["status"] == "done" else None
+        def finished() -> dict[str, Any] | None:
+            current: dict[str, Any] = http("GET", f"{base_url}{location}", timeout=2).json()
+            return current if current["status"] == "done" else None
 
-            item = poll(finished, JOB_TIMEOUT) or http("GET", f"{base_url}{location}").json()
-            stopping = time.monotonic()
-            formation.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                returncode = formation.wait(timeout=PLATFORM_GRACE)
-                stop_seconds = time.monotonic() - stopping
-        finally:
-            if formation.poll() is None:
-                os.killpg(formation.pid, signal.SIGKILL)
-                formation.wait(timeout=30)
+        item = poll(finished, JOB_TIMEOUT) or http("GET", f"{base_url}{location}").json()
+        stopping = time.monotonic()
+        formation.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            returncode = formation.wait(timeout=PLATFORM_GRACE)
+            stop_seconds = time.monotonic() - stopping
     return FormationRun(
         release, item, request_id, output_path.read_text(errors="replace"), returncode, stop_seconds
     )
