@@ -1,29 +1,17 @@
-"""Shared fixtures and helpers. Every test talks to real PostgreSQL and Redis servers, never to mocks.
+"""Fixtures, and the small database and Redis helpers they use.
 
-The servers come from the environment the suite runs in: `DATABASE_URL` names a PostgreSQL server (any
-database on it, such as the `postgres` maintenance database) and `REDIS_URL` a Redis server. Each session
-creates its own database on that server, migrates it with the real migrations and drops it at the end, and
-claims a Redis database number of its own (emptied before and after), so several runs (or several
-checkouts) can share both servers.
+Every test talks to real PostgreSQL and Redis servers, never to mocks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -49,6 +37,11 @@ if TYPE_CHECKING:
     # Imported where it is used, after `pytest_configure` has registered its warning filter.
     from starlette.testclient import TestClient
 
+# The servers come from the environment the suite runs in: `DATABASE_URL` names a PostgreSQL server (any
+# database on it, such as the `postgres` maintenance database) and `REDIS_URL` a Redis server. Each session
+# creates its own database on that server, migrates it with the real migrations and drops it at the end,
+# and claims a Redis database number of its own (emptied before and after), so several runs (or several
+# checkouts) can share both servers.
 SERVER_VARIABLES = ("DATABASE_URL", "REDIS_URL")
 SERVERS = pytest.StashKey[dict[str, str]]()
 # Databases this suite creates start with this, so a leftover from a killed run is easy to spot.
@@ -64,15 +57,8 @@ REDIS_CLAIM_PREFIX = "twelvefactor-test-claim:"
 REDIS_CLAIM_SECONDS = 3600
 REDIS_DATABASES = range(1, 16)
 
-CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
-STARTUP_TIMEOUT = 20.0
-COMMAND_TIMEOUT = 30.0
 # Seconds a process gets to finish its work after SIGTERM (GRACEFUL_TIMEOUT), unless a test sets another.
 GRACEFUL_TIMEOUT = 5
-# How often a wait loop looks again; every loop is bounded by a deadline and by a number of polls.
-POLL_SECONDS = 0.05
-
-T = TypeVar("T")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -314,157 +300,3 @@ def service_env(database_url: URL, redis_url: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
     }
-
-
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `condition` until it returns something other than None (or False), for at most `timeout` s."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / POLL_SECONDS) + 1):
-        result = condition()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            break
-        time.sleep(POLL_SECONDS)
-    pytest.fail(f"{what}: not within {timeout} s")
-
-
-def console_script() -> str:
-    """The installed console script: next to this interpreter in the virtualenv, or on PATH."""
-    beside = Path(sys.executable).with_name(CONSOLE_SCRIPT)
-    found = str(beside) if beside.exists() else shutil.which(CONSOLE_SCRIPT)
-    assert found, f"the {CONSOLE_SCRIPT} console script is not installed (run `make install`)"
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def run_command(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [console_script(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-
-
-def json_events(output: str) -> list[dict[str, Any]]:
-    """Every line parsed as one JSON log event; fails on any line that is not one."""
-    events = []
-    for line in output.splitlines():
-        event = json.loads(line)
-        assert isinstance(event, dict), line
-        assert {"time", "level", "logger", "message"} <= set(event), line
-        events.append(event)
-    return events
-
-
-class ServiceProcess:
-    """One of the service's processes (`web`, `worker`, `clock`), its stdout and stderr captured in files."""
-
-    def __init__(self, process: subprocess.Popen[bytes], stdout: Path, stderr: Path, port: int) -> None:
-        self.process, self.port = process, port
-        self.stdout_path, self.stderr_path = stdout, stderr
-        self.base_url = f"http://127.0.0.1:{port}"
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def events(self) -> list[dict[str, Any]]:
-        """The log events written so far (a line still being written is left for the next call)."""
-        complete, _, _ = self.stdout.rpartition("\n")
-        return json_events(complete)
-
-    def wait_for_event(self, matches: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        """The first log event that `matches`, waiting up to `timeout` s; fails if the process exits first."""
-
-        def found() -> dict[str, Any] | None:
-            event = next((event for event in self.events() if matches(event)), None)
-            if event is None and self.process.poll() is not None:
-                pytest.fail(f"exited with {self.process.returncode}:\n{self.stdout}\n{self.stderr}")
-            return event
-
-        return wait_until(found, timeout, f"no such log event from the process:\n{self.stdout}")
-
-    def wait_until_serving(self) -> None:
-        def serving() -> bool:
-            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.stderr}"
-            return accepts_connections(self.port)
-
-        wait_until(serving, STARTUP_TIMEOUT, f"web not listening on port {self.port}:\n{self.stdout}")
-
-    def stop(self, timeout: float) -> int:
-        """SIGTERM, as a platform sends it, and the exit code once the process has exited."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running {timeout:g} s after SIGTERM:\n{self.stdout}\n{self.stderr}")
-
-
-@contextmanager
-def running(
-    command: str, env: dict[str, str], cwd: Path, name: str | None = None
-) -> Iterator[ServiceProcess]:
-    """Start `<slug> <command>` and always kill it (and any child it forked) afterwards.
-
-    The working directory is `cwd/workdir`, empty to begin with: no `.env`, and anything the process writes
-    there shows up. Output goes to `cwd/<name>.stdout` and `cwd/<name>.stderr`.
-    """
-    name = name or command
-    port = free_port()
-    stdout, stderr = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
-    workdir = cwd / "workdir"
-    workdir.mkdir(exist_ok=True)
-    with stdout.open("ab") as out, stderr.open("ab") as err:
-        process = subprocess.Popen(
-            [console_script(), command],
-            env={**env, "PORT": str(port)},
-            cwd=workdir,
-            stdout=out,
-            stderr=err,
-            # Its own process group, so the `finally` below reaches a worker's pool processes too.
-            start_new_session=True,
-        )
-    try:
-        yield ServiceProcess(process, stdout, stderr, port)
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-@contextmanager
-def running_web(env: dict[str, str], cwd: Path) -> Iterator[ServiceProcess]:
-    """The web process on a free port, once it listens."""
-    with running("web", env, cwd) as web:
-        web.wait_until_serving()
-        yield web
-
-
-def is_ready(event: dict[str, Any]) -> bool:
-    """Celery's "<node> ready." event: the worker consumes from here on."""
-    return event["logger"] == "celery.apps.worker" and str(event["message"]).endswith(" ready.")
-
-
-@contextmanager
-def running_worker(env: dict[str, str], cwd: Path, name: str = "worker") -> Iterator[ServiceProcess]:
-    """A worker process, once it consumes."""
-    with running("worker", env, cwd, name) as worker:
-        worker.wait_for_event(is_ready, STARTUP_TIMEOUT)
-        yield worker

@@ -12,7 +12,8 @@ from {{ cookiecutter.package_name }}.cli import main
 from {{ cookiecutter.package_name }}.schema import head_revisions
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from conftest import SECRET_KEY, json_events, schema_of, url_string
+from conftest import SECRET_KEY, schema_of, url_string
+from processes import json_events
 
 CLI_LOGGER = "{{ cookiecutter.package_name }}.cli"
 

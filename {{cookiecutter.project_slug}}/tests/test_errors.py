@@ -61,8 +61,8 @@ def test_malformed_json_body_is_400(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"name": ""}, {"name": "n" * 201}, {}, {"name": None}],
-    ids=["empty", "201-chars", "missing", "null"],
+    [{"name": ""}, {"name": "n" * 201}, {}, {"name": None}, {"name": 123}, {"name": "a\u0000b"}],
+    ids=["empty", "201-chars", "missing", "null", "number", "nul-character"],
 )
 def test_invalid_name_is_422_naming_name(client: TestClient, body: dict[str, Any]) -> None:
     error = error_of(client.post("/items", json=body), 422)
@@ -104,3 +104,13 @@ def test_unexpected_error_is_500_json_with_the_request_id(
 
     error_of(response, 500)
     assert response.headers["x-request-id"] == "on-a-500"
+
+
+def test_name_with_an_unpaired_surrogate_is_422_not_a_database_error(client: TestClient) -> None:
+    # Valid JSON ("\\ud800" is a legal escape) that no UTF-8 database column can hold.
+    response = client.post(
+        "/items", content=b'{"name": "\\ud800"}', headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert set(response.json()["error"]["fields"]) == {"name"}

@@ -24,8 +24,10 @@ from {{ cookiecutter.package_name }}.web.resources import Resources
 
 from conftest import (
     GRACEFUL_TIMEOUT,
-    ServiceProcess,
     items_by_id,
+)
+from processes import (
+    ServiceProcess,
     running,
     running_web,
     running_worker,

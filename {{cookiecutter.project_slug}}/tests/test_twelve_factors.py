@@ -15,15 +15,17 @@ from sqlalchemy.engine import URL
 from {{ cookiecutter.package_name }}.schema import head_revisions
 
 from conftest import (
-    COMMAND_TIMEOUT,
     GRACEFUL_TIMEOUT,
+    url_string,
+)
+from processes import (
+    COMMAND_TIMEOUT,
     accepts_connections,
     console_script,
     free_port,
     json_events,
     run_command,
     running_web,
-    url_string,
 )
 
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"

@@ -26,12 +26,14 @@ from {{ cookiecutter.package_name }}.tasks import (
 from {{ cookiecutter.package_name }}.worker import create_celery
 
 from conftest import (
-    STARTUP_TIMEOUT,
-    ServiceProcess,
     add_items,
     get_item,
-    is_ready,
     items_by_id,
+)
+from processes import (
+    STARTUP_TIMEOUT,
+    ServiceProcess,
+    is_ready,
     json_events,
     run_command,
     running,

@@ -52,7 +52,9 @@ def stop_cleanly_while_starting() -> None:
 
 
 def _exit_on_stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+    # At once, without unwinding: an exception raised here could land in the middle of an import and
+    # leave a half-initialised module behind for the clean-up code to trip over.
+    os._exit(0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,8 +20,15 @@ from .resources import Resources
 MAX_ID = 2**63 - 1
 
 
+def plain_text(value: str) -> None:
+    """Refuse what PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate), and other
+    control characters, so such input is a 422 and never a database error."""
+    if any(unicodedata.category(character) in ("Cc", "Cs") for character in value):
+        raise ValidationError("Must not contain control characters.")
+
+
 class NewItem(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), plain_text])
 
 
 class ListQuery(Schema):

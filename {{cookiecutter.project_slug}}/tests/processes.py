@@ -1,0 +1,180 @@
+"""Helpers that start the service's real processes (`web`, `worker`, `clock`) and watch what they write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
+STARTUP_TIMEOUT = 20.0
+COMMAND_TIMEOUT = 30.0
+# How often a wait loop looks again; every loop is bounded by a deadline and by a number of polls.
+POLL_SECONDS = 0.05
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `condition` until it returns something other than None (or False), for at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / POLL_SECONDS) + 1):
+        result = condition()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            break
+        time.sleep(POLL_SECONDS)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def console_script() -> str:
+    """The installed console script: next to this interpreter in the virtualenv, or on PATH."""
+    beside = Path(sys.executable).with_name(CONSOLE_SCRIPT)
+    found = str(beside) if beside.exists() else shutil.which(CONSOLE_SCRIPT)
+    assert found, f"the {CONSOLE_SCRIPT} console script is not installed (run `make install`)"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def run_command(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+    )
+
+
+def json_events(output: str) -> list[dict[str, Any]]:
+    """Every line parsed as one JSON log event; fails on any line that is not one."""
+    events = []
+    for line in output.splitlines():
+        event = json.loads(line)
+        assert isinstance(event, dict), line
+        assert {"time", "level", "logger", "message"} <= set(event), line
+        events.append(event)
+    return events
+
+
+class ServiceProcess:
+    """One of the service's processes (`web`, `worker`, `clock`), its stdout and stderr captured in files."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stdout: Path, stderr: Path, port: int) -> None:
+        self.process, self.port = process, port
+        self.stdout_path, self.stderr_path = stdout, stderr
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The log events written so far (a line still being written is left for the next call)."""
+        complete, _, _ = self.stdout.rpartition("\n")
+        return json_events(complete)
+
+    def wait_for_event(self, matches: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The first log event that `matches`, waiting up to `timeout` s; fails if the process exits first."""
+
+        def found() -> dict[str, Any] | None:
+            event = next((event for event in self.events() if matches(event)), None)
+            if event is None and self.process.poll() is not None:
+                pytest.fail(f"exited with {self.process.returncode}:\n{self.stdout}\n{self.stderr}")
+            return event
+
+        return wait_until(found, timeout, f"no such log event from the process:\n{self.stdout}")
+
+    def wait_until_serving(self) -> None:
+        def serving() -> bool:
+            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.stderr}"
+            return accepts_connections(self.port)
+
+        wait_until(serving, STARTUP_TIMEOUT, f"web not listening on port {self.port}:\n{self.stdout}")
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, as a platform sends it, and the exit code once the process has exited."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {timeout:g} s after SIGTERM:\n{self.stdout}\n{self.stderr}")
+
+
+@contextmanager
+def running(
+    command: str, env: dict[str, str], cwd: Path, name: str | None = None
+) -> Iterator[ServiceProcess]:
+    """Start `<slug> <command>` and always kill it (and any child it forked) afterwards.
+
+    The working directory is `cwd/workdir`, empty to begin with: no `.env`, and anything the process writes
+    there shows up. Output goes to `cwd/<name>.stdout` and `cwd/<name>.stderr`.
+    """
+    name = name or command
+    port = free_port()
+    stdout, stderr = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
+    workdir = cwd / "workdir"
+    workdir.mkdir(exist_ok=True)
+    with stdout.open("ab") as out, stderr.open("ab") as err:
+        process = subprocess.Popen(
+            [console_script(), command],
+            env={**env, "PORT": str(port)},
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+            # Its own process group, so the `finally` below reaches a worker's pool processes too.
+            start_new_session=True,
+        )
+    try:
+        yield ServiceProcess(process, stdout, stderr, port)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@contextmanager
+def running_web(env: dict[str, str], cwd: Path) -> Iterator[ServiceProcess]:
+    """The web process on a free port, once it listens."""
+    with running("web", env, cwd) as web:
+        web.wait_until_serving()
+        yield web
+
+
+def is_ready(event: dict[str, Any]) -> bool:
+    """Celery's "<node> ready." event: the worker consumes from here on."""
+    return event["logger"] == "celery.apps.worker" and str(event["message"]).endswith(" ready.")
+
+
+@contextmanager
+def running_worker(env: dict[str, str], cwd: Path, name: str = "worker") -> Iterator[ServiceProcess]:
+    """A worker process, once it consumes."""
+    with running("worker", env, cwd, name) as worker:
+        worker.wait_for_event(is_ready, STARTUP_TIMEOUT)
+        yield worker
