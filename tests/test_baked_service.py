@@ -282,24 +282,22 @@ def test_listing_items_includes_the_created_one(scenario: Scenario) -> None:
     assert created in listing.json()["items"]
 
 
-def test_every_web_stdout_line_is_one_json_object(scenario: Scenario) -> None:
-    lines = scenario.web.stdout.splitlines()
-    assert lines, scenario.web.explain()
-    for line in lines:
+def assert_every_line_is_a_json_object(output: str, context: str) -> None:
+    for line in output.splitlines():
         try:
             event = json.loads(line)
         except ValueError:
-            pytest.fail(f"not a JSON line: {line!r}\n{scenario.web.explain()}", pytrace=False)
+            pytest.fail(f"not a JSON line: {line!r}\n{context}", pytrace=False)
         assert isinstance(event, dict), f"not a JSON object: {line!r}"
+
+
+def test_every_web_stdout_line_is_one_json_object(scenario: Scenario) -> None:
+    assert scenario.web.stdout.splitlines(), scenario.web.explain()
+    assert_every_line_is_a_json_object(scenario.web.stdout, scenario.web.explain())
 
 
 def test_every_migrate_stdout_line_is_one_json_object(scenario: Scenario) -> None:
-    for line in scenario.migrate.stdout.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            pytest.fail(f"not a JSON line: {line!r}\n{explain(scenario.migrate)}", pytrace=False)
-        assert isinstance(event, dict), f"not a JSON object: {line!r}"
+    assert_every_line_is_a_json_object(scenario.migrate.stdout, explain(scenario.migrate))
 
 
 def test_sigterm_stops_the_web_process_within_10_seconds(scenario: Scenario) -> None:
