@@ -225,4 +225,8 @@ def run_clock(settings: Settings) -> None:
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
+    # Beat's SIGTERM handler raises SystemExit wherever it lands. Load the parts Celery imports lazily
+    # now, so that it can never land inside an import and turn a clean stop into a crash.
+    with app.connection_for_write() as connection:
+        _ = app.amqp.Producer, connection.transport
     app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()
