@@ -107,7 +107,7 @@ def cruft_state_from_cookiecutter(answers: dict[str, Any]) -> dict[str, Any] | N
 
 
 def note(reason: str) -> None:
-    print(f"NOTE: no .cruft.json written ({reason}); `cruft link <template URL>` records it.", file=sys.stderr)
+    print(f"NOTE: no .cruft.json written ({reason}); `cruft link <template>` can record it.", file=sys.stderr)
 
 
 def write_cruft_state(project: Path, answers: dict[str, Any]) -> None:

@@ -1,0 +1,351 @@
+"""Template updates with cruft: a baked service records its template and takes later template commits.
+
+The creation tests bake a one-commit copy of this template. The update tests bake services from the first
+commit of a throwaway history, commit a realistic template change on top (a new setting with its
+.env.example line and README row, a module using it, a dependency upgraded in both locks), and run
+`cruft update` in each service, as its README tells people to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support import (
+    TEMPLATE_DIR,
+    TOOLS_BIN,
+    Bake,
+    LockEntry,
+    assert_succeeded,
+    clean_environment,
+    explain,
+    git,
+    lock_entries,
+    run,
+)
+from update_support import (
+    LOCKS,
+    NEW_SETTING,
+    NEW_SETTING_DEFAULT,
+    OLDER_RELEASE,
+    README_ROW_BEFORE_THE_NEW_ONE,
+    SERVICE,
+    UPGRADED_PACKAGE,
+    add_a_setting,
+    commit_all,
+    copy_of_this_template,
+    pin_older_release,
+    relock,
+)
+
+CRUFT = TOOLS_BIN / "cruft"
+UPDATE: list[str | Path] = [CRUFT, "update", "--skip-apply-ask", "--allow-untracked-files"]
+UPDATED = "Good work! Project's cruft has been updated and is as clean as possible!"
+UP_TO_DATE = "SUCCESS: Good work! Project's cruft is up to date and as clean as possible :)."
+OUT_OF_DATE = "FAILURE: Project's cruft is out of date! Run `cruft update` to clean this mess up."
+DEFAULT_ANSWER_NAMES = ("project_name", "project_slug", "package_name", "description", "author_name")
+CONFLICT_MARKERS = ("<<<<<<< ", "\n=======\n", ">>>>>>> ")
+
+# `make(template, output_folder)` bakes a default service and returns its folder.
+Maker = Callable[[Path, Path], Path]
+
+
+def cruft(project: Path, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    return run([CRUFT, *arguments], cwd=project, env=clean_environment(), timeout=300)
+
+
+def cruft_create(template: Path, output: Path) -> Path:
+    output.mkdir(parents=True)
+    assert_succeeded(cruft(output, "create", "--no-input", "--output-dir", output, template))
+    return output / "my-service"
+
+
+def cookiecutter_bake(template: Path, output: Path) -> Path:
+    output.mkdir(parents=True)
+    command: list[str | Path] = [TOOLS_BIN / "cookiecutter", "--no-input", "--output-dir", output, template]
+    assert_succeeded(run(command, cwd=output, env=clean_environment(), timeout=120))
+    return output / "my-service"
+
+
+def one_commit_template(folder: Path) -> Path:
+    template = copy_of_this_template(folder)
+    git(template, "init", "--quiet", "--initial-branch=main")
+    commit_all(template, "Template as it is on disk")
+    return template
+
+
+def files_with_conflicts(project: Path) -> list[str]:
+    """Files cruft left .rej files for or wrote conflict markers into."""
+    found = [path.relative_to(project).as_posix() for path in project.rglob("*.rej")]
+    for path in project.rglob("*"):
+        if ".git" in path.relative_to(project).parts or ".venv" in path.parts or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if all(marker in text for marker in CONFLICT_MARKERS):
+            found.append(path.relative_to(project).as_posix())
+    return sorted(found)
+
+
+def pins(lock: Path) -> list[LockEntry]:
+    """The upgraded package's entries in a lock file: version, marker and hashes."""
+    return [entry for entry in lock_entries(lock) if entry.name == UPGRADED_PACKAGE]
+
+
+def changed_files(project: Path) -> list[str]:
+    return sorted(line[3:] for line in git(project, "status", "--porcelain").splitlines())
+
+
+# --- Creation: every bake records its template, with no drift right after baking ---------------------------
+
+
+def test_a_bake_records_this_template_its_commit_and_its_answers(default_bake: Bake) -> None:
+    record = json.loads((default_bake.project / ".cruft.json").read_text())
+
+    assert record["template"] == str(TEMPLATE_DIR)
+    assert record["commit"] == git(TEMPLATE_DIR, "rev-parse", "HEAD").strip()
+    answers = record["context"]["cookiecutter"]
+    assert {name: answers[name] for name in DEFAULT_ANSWER_NAMES} == {
+        name: default_bake.answers[name] for name in DEFAULT_ANSWER_NAMES
+    }
+    # Nothing about where this one bake ran, so two bakes of one commit record the same.
+    assert not {"_output_dir", "_repo_dir"} & answers.keys()
+
+
+def test_files_the_hooks_write_are_never_part_of_a_template_diff(default_bake: Bake) -> None:
+    pyproject = tomllib.loads((default_bake.project / "pyproject.toml").read_text())
+
+    assert {".env", ".git", ".cruft.json"} <= set(pyproject["tool"]["cruft"]["skip"])
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    return one_commit_template(tmp_path / "template")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [cruft_create, cookiecutter_bake], ids=["cruft create", "cookiecutter"])
+def test_a_new_service_is_up_to_date_with_no_drift(template: Path, tmp_path: Path, make: Maker) -> None:
+    service = make(template, tmp_path / "out")
+
+    check = cruft(service, "check")
+    diff = cruft(service, "diff", "--exit-code")
+
+    assert check.returncode == 0, explain(check)
+    assert UP_TO_DATE in check.stdout
+    assert diff.returncode == 0, explain(diff)
+    assert diff.stdout == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [cruft_create, cookiecutter_bake], ids=["cruft create", "cookiecutter"])
+def test_the_first_commit_holds_the_cruft_record(template: Path, tmp_path: Path, make: Maker) -> None:
+    service = make(template, tmp_path / "out")
+
+    assert ".cruft.json" in git(service, "ls-files").splitlines()
+    assert git(service, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+@pytest.mark.slow
+def test_cookiecutter_records_what_cruft_create_records(template: Path, tmp_path: Path) -> None:
+    by_cruft = cruft_create(template, tmp_path / "cruft")
+    by_cookiecutter = cookiecutter_bake(template, tmp_path / "cookiecutter")
+
+    record = json.loads((by_cookiecutter / ".cruft.json").read_text())
+    assert record["template"] == str(template)
+    assert record["commit"] == git(template, "rev-parse", "HEAD").strip()
+    assert (by_cookiecutter / ".cruft.json").read_bytes() == (by_cruft / ".cruft.json").read_bytes()
+
+
+# --- Updates: a later template commit reaches baked services ----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """A throwaway template repository with two commits, and services baked from the first one."""
+
+    template: Path
+    first: str
+    second: str
+    services: dict[str, Path]
+
+    def committed_file(self, path: str) -> bytes:
+        return (self.template / SERVICE / path).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    root = tmp_path_factory.mktemp("updates")
+    template = copy_of_this_template(root / "template")
+    current_locks = {lock: (template / SERVICE / lock).read_bytes() for lock in LOCKS}
+    scratch = root / "scratch"
+    scratch.mkdir()
+    pin_older_release(template, scratch)
+    git(template, "init", "--quiet", "--initial-branch=main")
+    first = commit_all(template, f"The template as it is on disk, with {UPGRADED_PACKAGE} {OLDER_RELEASE}")
+    services = {
+        "untouched": cruft_create(template, root / "untouched"),
+        "edited": cookiecutter_bake(template, root / "edited"),
+        "own-dependency": cookiecutter_bake(template, root / "own-dependency"),
+    }
+    # The template change: a new setting end to end, and the dependency back at its current release.
+    add_a_setting(template)
+    for lock, content in current_locks.items():
+        (template / SERVICE / lock).write_bytes(content)
+    second = commit_all(template, f"Add {NEW_SETTING}; upgrade {UPGRADED_PACKAGE}")
+    return History(template, first, second, services)
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    service: Path
+    process: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def untouched_update(history: History) -> Update:
+    """`cruft update` in a service nobody edited since it was baked."""
+    service = history.services["untouched"]
+    return Update(service, run(UPDATE, cwd=service, env=clean_environment(), timeout=300))
+
+
+@pytest.mark.slow
+def test_check_reports_a_newer_template_commit(history: History, tmp_path: Path) -> None:
+    # A copy, so the module's services stay as baked.
+    service = tmp_path / "copy"
+    shutil.copytree(history.services["edited"], service, symlinks=True)
+
+    check = cruft(service, "check")
+
+    assert check.returncode == 1, explain(check)
+    assert OUT_OF_DATE in check.stdout
+
+
+@pytest.mark.slow
+def test_update_without_local_edits_applies_every_change_and_nothing_else(
+    history: History, untouched_update: Update
+) -> None:
+    service = untouched_update.service
+    assert untouched_update.process.returncode == 0, explain(untouched_update.process)
+    assert UPDATED in untouched_update.process.stdout, explain(untouched_update.process)
+
+    assert files_with_conflicts(service) == []
+    assert changed_files(service) == [
+        ".cruft.json",
+        ".env.example",
+        "README.md",
+        "requirements-dev.txt",
+        "requirements.txt",
+        "src/my_service/cli.py",
+        "src/my_service/settings.py",
+    ]
+    assert json.loads((service / ".cruft.json").read_text())["commit"] == history.second
+    # Afterwards the service is exactly the new template commit (hooks' files aside).
+    assert_succeeded(cruft(service, "check"))
+    assert_succeeded(cruft(service, "diff", "--exit-code"))
+
+
+@pytest.mark.slow
+def test_update_brings_the_lock_files_byte_for_byte(history: History, untouched_update: Update) -> None:
+    assert untouched_update.process.returncode == 0, explain(untouched_update.process)
+    for lock in LOCKS:
+        assert (untouched_update.service / lock).read_bytes() == history.committed_file(lock), lock
+        upgraded = pins(untouched_update.service / lock)
+        assert upgraded
+        assert all(str(entry.version) != OLDER_RELEASE and entry.hashes for entry in upgraded)
+
+
+@pytest.fixture(scope="module")
+def installed_update(untouched_update: Update) -> Path:
+    service = untouched_update.service
+    assert untouched_update.process.returncode == 0, explain(untouched_update.process)
+    installing = run(["make", "install"], cwd=service, env=clean_environment(), timeout=300)
+    assert_succeeded(installing)
+    return service
+
+
+@pytest.mark.slow
+def test_updated_service_passes_its_settings_tests(
+    installed_update: Path, backing_services: dict[str, str]
+) -> None:
+    # Among them: .env.example lists exactly the settings, with their real defaults.
+    tests = run(
+        [installed_update / ".venv/bin/pytest", "-q", "-p", "no:cacheprovider", "tests/test_settings.py"],
+        cwd=installed_update,
+        env=clean_environment(**backing_services),
+        timeout=300,
+    )
+    assert_succeeded(tests)
+
+
+@pytest.mark.slow
+def test_updated_service_reads_the_new_setting(installed_update: Path) -> None:
+    # The baked .env (skipped by the update) has no line for it: the default applies until one is set.
+    config = installed_update / ".venv/bin/my-service"
+    default = run([config, "config"], cwd=installed_update, env=clean_environment(), timeout=60)
+    exported = run(
+        [config, "config"], cwd=installed_update, env=clean_environment(**{NEW_SETTING: "75"}), timeout=60
+    )
+    assert f"{NEW_SETTING}={NEW_SETTING_DEFAULT}" in default.stdout.splitlines(), explain(default)
+    assert f"{NEW_SETTING}=75" in exported.stdout.splitlines(), explain(exported)
+
+
+@pytest.mark.slow
+def test_update_conflicting_with_a_local_edit_leaves_conflict_markers(history: History) -> None:
+    service = history.services["edited"]
+    readme = service / "README.md"
+    edited_row = f"{README_ROW_BEFORE_THE_NEW_ONE} `10.0.0.0/8` | our load balancer's network |"
+    lines = [
+        edited_row if line.startswith(README_ROW_BEFORE_THE_NEW_ONE) else line
+        for line in readme.read_text(encoding="utf-8").splitlines()
+    ]
+    readme.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    commit_all(service, "Document our proxies")
+
+    update = run(UPDATE, cwd=service, env=clean_environment(), timeout=300)
+
+    assert update.returncode == 0, explain(update)
+    assert "Applied patch to 'README.md' with conflicts." in update.stderr, explain(update)
+    assert files_with_conflicts(service) == ["README.md"]
+    # git's three-way merge: both sides in the file between markers, and the file unmerged in the index.
+    assert git(service, "diff", "--name-only", "--diff-filter=U").split() == ["README.md"]
+    text = readme.read_text(encoding="utf-8")
+    assert "<<<<<<< ours" in text
+    assert ">>>>>>> theirs" in text
+    assert edited_row in text
+    assert f"| `{NEW_SETTING}` |" in text
+    # Every other file took the update.
+    assert f"{NEW_SETTING}={NEW_SETTING_DEFAULT}" in (service / ".env.example").read_text()
+    assert json.loads((service / ".cruft.json").read_text())["commit"] == history.second
+
+
+@pytest.mark.slow
+def test_update_merges_into_lock_files_the_service_changed(history: History) -> None:
+    service = history.services["own-dependency"]
+    # The service adds a dependency of its own and re-locks, as its README says (`make lock`).
+    pyproject = service / "pyproject.toml"
+    declared = '    "click>=8.1,<9",\n'
+    pyproject.write_text(pyproject.read_text().replace(declared, declared + '    "httpx2>=2.16",\n', 1))
+    relock(service, upgrade=f"{UPGRADED_PACKAGE}=={OLDER_RELEASE}")
+    commit_all(service, "Call other services with httpx2")
+    own = {lock: {entry.name for entry in lock_entries(service / lock)} for lock in LOCKS}
+    assert "httpx2" in own["requirements.txt"]
+
+    update = run(UPDATE, cwd=service, env=clean_environment(), timeout=300)
+
+    assert update.returncode == 0, explain(update)
+    assert files_with_conflicts(service) == []
+    merged = {lock: (service / lock).read_bytes() for lock in LOCKS}
+    for lock in LOCKS:
+        entries = lock_entries(service / lock)  # every line still `name==version` with its hashes
+        assert {entry.name for entry in entries} == own[lock]
+        assert pins(service / lock) == pins(history.template / SERVICE / lock)
+    # Re-locking the merged pyproject.toml gives exactly what the merge wrote, hashes and all.
+    relock(service)
+    for lock in LOCKS:
+        assert (service / lock).read_bytes() == merged[lock], f"{lock} differs from a fresh `make lock`"
