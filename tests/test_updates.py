@@ -314,11 +314,9 @@ def test_update_conflicting_with_a_local_edit_leaves_conflict_markers(history: H
     assert files_with_conflicts(service) == ["README.md"]
     # git's three-way merge: both sides in the file between markers, and the file unmerged in the index.
     assert git(service, "diff", "--name-only", "--diff-filter=U").split() == ["README.md"]
-    text = readme.read_text(encoding="utf-8")
-    assert "<<<<<<< ours" in text
-    assert ">>>>>>> theirs" in text
-    assert edited_row in text
-    assert f"| `{NEW_SETTING}` |" in text
+    ours, _, theirs = readme.read_text(encoding="utf-8").partition("<<<<<<< ours\n")[2].partition("=======\n")
+    assert edited_row in ours
+    assert f"| `{NEW_SETTING}` |" in theirs.partition(">>>>>>> theirs\n")[0]
     # Every other file took the update.
     assert f"{NEW_SETTING}={NEW_SETTING_DEFAULT}" in (service / ".env.example").read_text()
     assert json.loads((service / ".cruft.json").read_text())["commit"] == history.second
