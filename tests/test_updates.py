@@ -162,6 +162,25 @@ def test_cookiecutter_records_what_cruft_create_records(template: Path, tmp_path
     assert (by_cookiecutter / ".cruft.json").read_bytes() == (by_cruft / ".cruft.json").read_bytes()
 
 
+@pytest.mark.slow
+def test_a_bake_from_a_template_address_records_that_address(template: Path, tmp_path: Path) -> None:
+    # cookiecutter clones a template given by address (https://, gh:, git+file://) before baking it; the
+    # record names the address the clone came from, which cruft clones too.
+    config = tmp_path / "cookiecutter.yaml"
+    config.write_text(f"cookiecutters_dir: {tmp_path / 'clones'}\nreplay_dir: {tmp_path / 'replay'}\n")
+    address = template.as_uri()
+    output = tmp_path / "out"
+    output.mkdir()
+    command: list[str | Path] = [TOOLS_BIN / "cookiecutter", "--no-input", "--config-file", config]
+    command += ["--output-dir", output, f"git+{address}"]
+    assert_succeeded(run(command, cwd=tmp_path, env=clean_environment(), timeout=120))
+    service = output / "my-service"
+
+    assert json.loads((service / ".cruft.json").read_text())["template"] == address
+    assert_succeeded(cruft(service, "check"))
+    assert_succeeded(cruft(service, "diff", "--exit-code"))
+
+
 # --- Updates: a later template commit reaches baked services ----------------------------------------------
 
 
