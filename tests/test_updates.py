@@ -289,12 +289,14 @@ def installed_update(untouched_update: Update) -> Path:
 
 
 @pytest.mark.slow
-def test_updated_service_passes_its_settings_tests(
+def test_updated_service_passes_its_settings_and_command_tests(
     installed_update: Path, backing_services: dict[str, str]
 ) -> None:
-    # Among them: .env.example lists exactly the settings, with their real defaults.
+    # The tests of what the update touched. Among them: .env.example lists exactly the settings with their
+    # real defaults, and `config` prints every setting.
+    pytest_command: list[str | Path] = [installed_update / ".venv/bin/pytest", "-q", "-p", "no:cacheprovider"]
     tests = run(
-        [installed_update / ".venv/bin/pytest", "-q", "-p", "no:cacheprovider", "tests/test_settings.py"],
+        [*pytest_command, "tests/test_settings.py", "tests/test_cli.py"],
         cwd=installed_update,
         env=clean_environment(**backing_services),
         timeout=300,
