@@ -49,7 +49,14 @@ UPDATE: list[str | Path] = [CRUFT, "update", "--skip-apply-ask", "--allow-untrac
 UPDATED = "Good work! Project's cruft has been updated and is as clean as possible!"
 UP_TO_DATE = "SUCCESS: Good work! Project's cruft is up to date and as clean as possible :)."
 OUT_OF_DATE = "FAILURE: Project's cruft is out of date! Run `cruft update` to clean this mess up."
-DEFAULT_ANSWER_NAMES = ("project_name", "project_slug", "package_name", "description", "author_name")
+DEFAULT_ANSWER_NAMES = (
+    "project_name",
+    "project_slug",
+    "package_name",
+    "description",
+    "author_name",
+    "author_email",
+)
 CONFLICT_MARKERS = ("<<<<<<< ", "\n=======\n", ">>>>>>> ")
 
 # `make(template, output_folder)` bakes a default service and returns its folder.
@@ -224,13 +231,15 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
 class Update:
     service: Path
     process: subprocess.CompletedProcess[str]
+    dotenv_before: bytes
 
 
 @pytest.fixture(scope="module")
 def untouched_update(history: History) -> Update:
     """`cruft update` in a service nobody edited since it was baked."""
     service = history.services["untouched"]
-    return Update(service, run(UPDATE, cwd=service, env=clean_environment(), timeout=300))
+    dotenv = (service / ".env").read_bytes()
+    return Update(service, run(UPDATE, cwd=service, env=clean_environment(), timeout=300), dotenv)
 
 
 @pytest.mark.slow
@@ -264,6 +273,9 @@ def test_update_without_local_edits_applies_every_change_and_nothing_else(
         "src/my_service/settings.py",
     ]
     assert json.loads((service / ".cruft.json").read_text())["commit"] == history.second
+    # The hook's files are the service's own: its secret and its history stay as they were.
+    assert (service / ".env").read_bytes() == untouched_update.dotenv_before
+    assert git(service, "rev-list", "--count", "HEAD").strip() == "1"
     # Afterwards the service is exactly the new template commit (hooks' files aside).
     assert_succeeded(cruft(service, "check"))
     assert_succeeded(cruft(service, "diff", "--exit-code"))
