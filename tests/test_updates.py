@@ -1,9 +1,8 @@
-"""Template updates with cruft: a baked service records its template and takes later template commits.
+"""Template updates with cruft: a later template commit reaches services baked from an earlier one.
 
-The creation tests bake a one-commit copy of this template. The update tests bake services from the first
-commit of a throwaway history, commit a realistic template change on top (a new setting with its
-.env.example line and README row, a module using it, a dependency upgraded in both locks), and run
-`cruft update` in each service, as its README tells people to.
+Services are baked from the first commit of a throwaway history of this template; then a realistic template
+change is committed on top (a new setting with its .env.example line and README row, a module using it, a
+dependency upgraded in both locks), and `cruft update` runs in each service, as its README says.
 """
 
 from __future__ import annotations
@@ -12,15 +11,10 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support import (
-    TEMPLATE_DIR,
-    TOOLS_BIN,
-    Bake,
     LockEntry,
     assert_succeeded,
     clean_environment,
@@ -30,6 +24,7 @@ from support import (
     run,
 )
 from update_support import (
+    CRUFT,
     LOCKS,
     NEW_SETTING,
     NEW_SETTING_DEFAULT,
@@ -39,52 +34,18 @@ from update_support import (
     UPGRADED_PACKAGE,
     add_a_setting,
     commit_all,
+    cookiecutter_bake,
     copy_of_this_template,
+    cruft,
+    cruft_create,
     pin_older_release,
     relock,
 )
 
-CRUFT = TOOLS_BIN / "cruft"
 UPDATE: list[str | Path] = [CRUFT, "update", "--skip-apply-ask", "--allow-untracked-files"]
 UPDATED = "Good work! Project's cruft has been updated and is as clean as possible!"
-UP_TO_DATE = "SUCCESS: Good work! Project's cruft is up to date and as clean as possible :)."
 OUT_OF_DATE = "FAILURE: Project's cruft is out of date! Run `cruft update` to clean this mess up."
-DEFAULT_ANSWER_NAMES = (
-    "project_name",
-    "project_slug",
-    "package_name",
-    "description",
-    "author_name",
-    "author_email",
-)
 CONFLICT_MARKERS = ("<<<<<<< ", "\n=======\n", ">>>>>>> ")
-
-# `make(template, output_folder)` bakes a default service and returns its folder.
-Maker = Callable[[Path, Path], Path]
-
-
-def cruft(project: Path, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
-    return run([CRUFT, *arguments], cwd=project, env=clean_environment(), timeout=300)
-
-
-def cruft_create(template: Path, output: Path) -> Path:
-    output.mkdir(parents=True)
-    assert_succeeded(cruft(output, "create", "--no-input", "--output-dir", output, template))
-    return output / "my-service"
-
-
-def cookiecutter_bake(template: Path, output: Path) -> Path:
-    output.mkdir(parents=True)
-    command: list[str | Path] = [TOOLS_BIN / "cookiecutter", "--no-input", "--output-dir", output, template]
-    assert_succeeded(run(command, cwd=output, env=clean_environment(), timeout=120))
-    return output / "my-service"
-
-
-def one_commit_template(folder: Path) -> Path:
-    template = copy_of_this_template(folder)
-    git(template, "init", "--quiet", "--initial-branch=main")
-    commit_all(template, "Template as it is on disk")
-    return template
 
 
 def files_with_conflicts(project: Path) -> list[str]:
@@ -106,86 +67,6 @@ def pins(lock: Path) -> list[LockEntry]:
 
 def changed_files(project: Path) -> list[str]:
     return sorted(line[3:] for line in git(project, "status", "--porcelain").splitlines())
-
-
-# --- Creation: every bake records its template, with no drift right after baking ---------------------------
-
-
-def test_a_bake_records_this_template_its_commit_and_its_answers(default_bake: Bake) -> None:
-    record = json.loads((default_bake.project / ".cruft.json").read_text())
-
-    assert record["template"] == str(TEMPLATE_DIR)
-    assert record["commit"] == git(TEMPLATE_DIR, "rev-parse", "HEAD").strip()
-    answers = record["context"]["cookiecutter"]
-    assert {name: answers[name] for name in DEFAULT_ANSWER_NAMES} == {
-        name: default_bake.answers[name] for name in DEFAULT_ANSWER_NAMES
-    }
-    # Nothing about where this one bake ran, so two bakes of one commit record the same.
-    assert not {"_output_dir", "_repo_dir"} & answers.keys()
-
-
-def test_files_the_hooks_write_are_never_part_of_a_template_diff(default_bake: Bake) -> None:
-    pyproject = tomllib.loads((default_bake.project / "pyproject.toml").read_text())
-
-    assert {".env", ".git", ".cruft.json"} <= set(pyproject["tool"]["cruft"]["skip"])
-
-
-@pytest.fixture
-def template(tmp_path: Path) -> Path:
-    return one_commit_template(tmp_path / "template")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("make", [cruft_create, cookiecutter_bake], ids=["cruft create", "cookiecutter"])
-def test_a_new_service_is_up_to_date_with_no_drift(template: Path, tmp_path: Path, make: Maker) -> None:
-    service = make(template, tmp_path / "out")
-
-    check = cruft(service, "check")
-    diff = cruft(service, "diff", "--exit-code")
-
-    assert check.returncode == 0, explain(check)
-    assert UP_TO_DATE in check.stdout
-    assert diff.returncode == 0, explain(diff)
-    assert diff.stdout == ""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("make", [cruft_create, cookiecutter_bake], ids=["cruft create", "cookiecutter"])
-def test_the_first_commit_holds_the_cruft_record(template: Path, tmp_path: Path, make: Maker) -> None:
-    service = make(template, tmp_path / "out")
-
-    assert ".cruft.json" in git(service, "ls-files").splitlines()
-    assert git(service, "status", "--porcelain", "--untracked-files=all") == ""
-
-
-@pytest.mark.slow
-def test_cookiecutter_records_what_cruft_create_records(template: Path, tmp_path: Path) -> None:
-    by_cruft = cruft_create(template, tmp_path / "cruft")
-    by_cookiecutter = cookiecutter_bake(template, tmp_path / "cookiecutter")
-
-    record = json.loads((by_cookiecutter / ".cruft.json").read_text())
-    assert record["template"] == str(template)
-    assert record["commit"] == git(template, "rev-parse", "HEAD").strip()
-    assert (by_cookiecutter / ".cruft.json").read_bytes() == (by_cruft / ".cruft.json").read_bytes()
-
-
-@pytest.mark.slow
-def test_a_bake_from_a_template_address_records_that_address(template: Path, tmp_path: Path) -> None:
-    # cookiecutter clones a template given by address (https://, gh:, git+file://) before baking it; the
-    # record names the address the clone came from, which cruft clones too.
-    config = tmp_path / "cookiecutter.yaml"
-    config.write_text(f"cookiecutters_dir: {tmp_path / 'clones'}\nreplay_dir: {tmp_path / 'replay'}\n")
-    address = template.as_uri()
-    output = tmp_path / "out"
-    output.mkdir()
-    command: list[str | Path] = [TOOLS_BIN / "cookiecutter", "--no-input", "--config-file", config]
-    command += ["--output-dir", output, f"git+{address}"]
-    assert_succeeded(run(command, cwd=tmp_path, env=clean_environment(), timeout=120))
-    service = output / "my-service"
-
-    assert json.loads((service / ".cruft.json").read_text())["template"] == address
-    assert_succeeded(cruft(service, "check"))
-    assert_succeeded(cruft(service, "diff", "--exit-code"))
 
 
 # --- Updates: a later template commit reaches baked services ----------------------------------------------

@@ -1,13 +1,14 @@
-"""A throwaway git history of this template, and a realistic template change to commit on top of it.
+"""Throwaway git copies of this template, bakes from them, and a realistic template change to commit.
 
-The history starts from the template exactly as it is on disk (tracked files and new, unignored ones), so
-the update tests check the working tree, not the last commit.
+A copy holds the template exactly as it is on disk (tracked files and new, unignored ones), so the cruft
+tests check the working tree, not the last commit.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from support import TEMPLATE_DIR, TOOLS_BIN, assert_succeeded, clean_environment, git, run
@@ -27,6 +28,32 @@ OLDER_RELEASE = "1.16.0"
 NEW_SETTING = "KEEP_ALIVE_TIMEOUT"
 NEW_SETTING_DEFAULT = "5"
 README_ROW_BEFORE_THE_NEW_ONE = "| `FORWARDED_ALLOW_IPS` |"
+
+CRUFT = TOOLS_BIN / "cruft"
+
+
+def cruft(project: Path, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    return run([CRUFT, *arguments], cwd=project, env=clean_environment(), timeout=300)
+
+
+def cruft_create(template: Path, output: Path) -> Path:
+    output.mkdir(parents=True)
+    assert_succeeded(cruft(output, "create", "--no-input", "--output-dir", output, template))
+    return output / "my-service"
+
+
+def cookiecutter_bake(template: Path, output: Path) -> Path:
+    output.mkdir(parents=True)
+    command: list[str | Path] = [TOOLS_BIN / "cookiecutter", "--no-input", "--output-dir", output, template]
+    assert_succeeded(run(command, cwd=output, env=clean_environment(), timeout=120))
+    return output / "my-service"
+
+
+def one_commit_template(folder: Path) -> Path:
+    template = copy_of_this_template(folder)
+    git(template, "init", "--quiet", "--initial-branch=main")
+    commit_all(template, "Template as it is on disk")
+    return template
 
 
 def commit_all(repository: Path, message: str) -> str:
