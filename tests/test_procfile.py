@@ -200,7 +200,7 @@ def test_sigterm_stops_the_whole_formation_within_the_grace_period(formation: Fo
     web_messages = [event["message"] for event in formation.events_of("web.1")]
     assert "Application shutdown complete." in web_messages
     worker_messages = [event["message"] for event in formation.events_of("worker.1")]
-    assert "worker: Cold shutdown (MainProcess)" in worker_messages, formation.output
+    assert "worker: Warm shutdown (MainProcess)" in worker_messages, formation.output
 
 
 def test_sigterm_stops_a_formation_on_servers_without_a_kill(on_servers: FormationRun) -> None:

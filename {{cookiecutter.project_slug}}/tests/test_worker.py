@@ -179,7 +179,7 @@ def test_worker_stdout_is_one_json_object_per_line_shutdown_notices_included(
     assert exit_code == 0
     events = json_events(worker.stdout)  # fails on any line that is not a JSON log event
     notices = [event["message"] for event in events if event["logger"] == NOTICE_LOGGER]
-    assert "worker: Cold shutdown (MainProcess)" in notices
+    assert "worker: Warm shutdown (MainProcess)" in notices
     assert worker.stderr == ""
 
 
