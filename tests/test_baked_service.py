@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import Response, free_port, fresh_database, http
+from processes import Response, free_port, fresh_database, http, settled_readiness
 from support import (
     InstalledService,
     Installer,
@@ -167,7 +167,7 @@ def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str) -> bool:
 def use_the_api(base_url: str) -> dict[str, Response]:
     responses = {
         "healthz": http("GET", f"{base_url}/healthz"),
-        "readyz": http("GET", f"{base_url}/readyz"),
+        "readyz": settled_readiness(base_url),
         "create": http("POST", f"{base_url}/items", {"name": "x"}),
     }
     if responses["create"].status == 201:
