@@ -6,11 +6,11 @@ in the service's database, so there is no result backend.
 
 Shutdown (factor IX): platforms send SIGTERM, then SIGKILL 30 s later, often to every process of the
 container at once. On SIGTERM the worker stops taking messages and makes a *warm shutdown*: it exits as
-soon as the jobs in hand are done, typically within a second. A timer started by the same SIGTERM
-escalates to Celery's *cold shutdown* at `GRACEFUL_TIMEOUT`: jobs still running then are cancelled and,
-because messages are acknowledged only after their job ran, go back to the queue for the next worker.
-Nothing waits for SIGKILL, and nothing is lost. (Celery's own soft shutdown is not used: it sleeps the
-whole timeout once any job is in hand, even one that finishes in milliseconds; celery/celery#9505.)
+soon as the jobs in hand are done (2-3 s after the last one: Celery's own closing steps). A timer started
+by the same SIGTERM escalates to Celery's *cold shutdown* at `GRACEFUL_TIMEOUT`: jobs still running then
+are cancelled and, because messages are acknowledged only after their job ran, go back to the queue for
+the next worker. Nothing waits for SIGKILL, and nothing is lost. (Celery's own soft shutdown is not used:
+it sleeps the whole timeout once any job is in hand, even one that finishes in milliseconds; celery#9505.)
 
 `<slug> worker` sets `REMAP_SIGTERM=SIGQUIT` (see cli.py) for the pool processes: they ignore the
 SIGTERM a platform sends to the whole container, so a job in hand finishes instead of dying with it, and
@@ -219,6 +219,8 @@ def stop_when_idle_or_at_deadline(worker: Any, grace_seconds: float) -> threadin
         if deadline.ident is None:
             deadline.start()
 
+    # The installer behind Celery's own SIGTERM and SIGQUIT handlers: the same notice ("worker: Warm
+    # shutdown"), the same `worker_shutting_down` signal, the same flag that ends the consumer loop.
     celery.apps.worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=start_deadline)
     return deadline
 
