@@ -317,7 +317,9 @@ def test_job_still_running_at_graceful_timeout_is_requeued_and_done_by_the_next_
     assert (first_exit, second_exit) == (0, 0)
     # Cancelled at the deadline, not before: the job had its whole grace period.
     assert first_took >= grace
+    # Every line of the stop, cancellation notices included, is a log event (`events()` parses each).
     assert done_outcomes(first, second) == [item_id]
+    assert first.stderr == ""
     assert get_item(engine, item_id).status is ItemStatus.DONE
     with redis.Redis.from_url(redis_url) as database:
         assert (database.llen(QUEUE), database.hlen(UNACKED)) == (0, 0)
