@@ -6,7 +6,12 @@ import logging
 from typing import Any
 
 from celery import Celery
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.concurrency import run_in_threadpool
+
+from .. import outbox
+from ..models import OutboxJob
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +27,6 @@ class JobQueue:
         """Publish a job; False (and a warning) if the broker is unreachable.
 
         Publishing blocks on the network, so it runs in a worker thread (which inherits the request id).
-        A job that could not be published is not lost: its item stays pending and the clock enqueues it.
         """
         try:
             await run_in_threadpool(self.celery.send_task, name, args=list(args))
@@ -30,6 +34,23 @@ class JobQueue:
             logger.warning("Could not enqueue %s: %s", name, exc.__class__.__name__, extra={"job": name})
             return False
         return True
+
+    async def publish(self, job: OutboxJob, sessions: async_sessionmaker[AsyncSession]) -> bool:
+        """Publish a job recorded in the outbox, and record the outcome there (see outbox.py).
+
+        Published, its row is deleted; not published, its row is made due for the clock's relay at once.
+        If even that cannot be recorded (the database went away meanwhile), the row is left as it is and the
+        relay takes it over after `outbox.FAST_PATH_GRACE`. The caller's request succeeds either way.
+        """
+        sent = await self.enqueue(job.task, *job.args)
+        outcome = outbox.published(job.id) if sent else outbox.publish_failed(job.id)
+        try:
+            async with sessions() as session:
+                await session.execute(outcome)
+                await session.commit()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.warning("Could not record the publish of job %d: %s", job.id, exc.__class__.__name__)
+        return sent
 
     async def check(self) -> None:
         """Raise if the broker does not answer within BROKER_CHECK_TIMEOUT seconds."""
