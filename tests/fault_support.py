@@ -1,0 +1,289 @@
+"""Private backing services that the fault tests may stop and start, and a small load client.
+
+The shared PostgreSQL (5432) and Redis (6379) are never touched: each fault test module starts its own
+`redis-server` and its own PostgreSQL cluster (`initdb` + `pg_ctl`, run as the `postgres` user because
+PostgreSQL refuses to run as root) on free ports, in a temporary folder of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import DEVNULL, Popen
+from typing import Any
+
+import pytest
+from processes import free_port, poll
+from support import InstalledService, assert_succeeded, run
+
+# Seconds a private server may take to start or stop on a busy machine.
+SERVER_TIMEOUT = 60.0
+
+
+def postgres_bin() -> Path:
+    """The newest installed PostgreSQL's programs (Debian keeps them out of PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    if not found:
+        pytest.fail("no PostgreSQL server programs under /usr/lib/postgresql (apt-get install postgresql)")
+    return found[-1].parent
+
+
+def as_postgres(*command: str | Path) -> list[str]:
+    """`command` run as the `postgres` user when we are root (PostgreSQL refuses to run as root)."""
+    argv = [str(part) for part in command]
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster on a free port; `stop()` and `start()` it at will."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.bin = postgres_bin()
+
+    @property
+    def server_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        command = as_postgres(
+            self.bin / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8"
+        )
+        assert_succeeded(run(command, cwd=self.folder, timeout=SERVER_TIMEOUT))
+
+    def start(self) -> None:
+        # TCP on 127.0.0.1 only; the socket in our own folder, never the shared server's /var/run/postgresql.
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        command = as_postgres(
+            self.bin / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.folder / "server.log",
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+        assert_succeeded(run(command, cwd=self.folder, timeout=SERVER_TIMEOUT))
+
+    def stop(self) -> None:
+        # "fast": the server ends every session at once, as a crash or failover does to its clients.
+        command = as_postgres(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+        assert_succeeded(run(command, cwd=self.folder, timeout=SERVER_TIMEOUT))
+
+    def is_running(self) -> bool:
+        status = run(as_postgres(self.bin / "pg_ctl", "-D", self.data, "status"), cwd=self.folder, timeout=30)
+        return status.returncode == 0
+
+
+@contextlib.contextmanager
+def private_folder(prefix: str) -> Iterator[Path]:
+    """A folder under /tmp that the postgres user owns (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(folder, "postgres", "postgres")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    with private_folder("tf-faults-pg-") as folder:
+        server = PrivatePostgres(folder)
+        server.init()
+        server.start()
+        try:
+            yield server
+        finally:
+            if server.is_running():
+                server.stop()
+
+
+class PrivateRedis:
+    """A Redis server on a free port, with no persistence; `stop()` and `start()` it at will."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log"),
+        ]  # fmt: skip
+        self.process = Popen(command, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL)
+        if not poll(lambda: self.answers(), SERVER_TIMEOUT, interval=0.05):
+            pytest.fail(f"the private redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=SERVER_TIMEOUT)
+        self.process = None
+
+    def answers(self) -> bool:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith(b"+PONG")
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[PrivateRedis]:
+    with private_folder("tf-faults-redis-") as folder:
+        server = PrivateRedis(folder)
+        server.start()
+        try:
+            yield server
+        finally:
+            if server.process is not None:
+                server.stop()
+
+
+# --- SQL through the service's own driver (the template's venv has none) ------------------------------------
+
+SQL_RUNNER = """
+import json, sys
+import psycopg
+
+url, query = sys.argv[1:3]
+with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+    cursor = connection.execute(query)
+    print(json.dumps(cursor.fetchall() if cursor.description else [], default=str))
+"""
+
+
+def sql(installed: InstalledService, url: str, query: str) -> list[list[Any]]:
+    process = run([installed.bin / "python", "-c", SQL_RUNNER, url, query], cwd=installed.project, timeout=60)
+    assert_succeeded(process)
+    rows: list[list[Any]] = json.loads(process.stdout)
+    return rows
+
+
+ROW_LOCKER = """
+import sys, time
+import psycopg
+
+url, item_id = sys.argv[1], int(sys.argv[2])
+with psycopg.connect(url, connect_timeout=10) as connection:
+    connection.execute("SELECT id FROM items WHERE id = %s FOR UPDATE", (item_id,))
+    print("locked", flush=True)
+    with psycopg.connect(url, autocommit=True) as observer:
+        for _ in range(600):
+            waiting = observer.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+            if waiting:
+                print("waited on", flush=True)
+                break
+            time.sleep(0.1)
+    sys.stdin.readline()
+    connection.rollback()
+print("released", flush=True)
+"""
+
+
+@contextlib.contextmanager
+def row_locked(installed: InstalledService, url: str, item_id: int) -> Iterator[Popen[str]]:
+    """Hold item `item_id`'s row lock in another session until the block ends; a job for it waits."""
+    locker = Popen(
+        [str(installed.bin / "python"), "-c", ROW_LOCKER, url, str(item_id)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None
+        assert locker.stdout.readline().strip() == "locked"
+        yield locker
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+        locker.wait(timeout=30)
+
+
+# --- Load ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One request as a client saw it: when it was sent (monotonic), and its status or the error."""
+
+    method: str
+    path: str
+    sent_at: float
+    status: int | None
+    error: str | None
+
+
+def request(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> Outcome:
+    """One request on a fresh connection (as a client behind a load balancer makes them)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent_at = time.monotonic()
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        connection.request(method, path, body=payload, headers=headers)
+        sent_at = time.monotonic()
+        response = connection.getresponse()
+        response.read()
+        return Outcome(method, path, sent_at, response.status, None)
+    except OSError as exc:  # refused, reset, timed out, closed early (RemoteDisconnected)
+        return Outcome(method, path, sent_at, None, exc.__class__.__name__)
+    finally:
+        connection.close()
+
+
+RequestMaker = Callable[[int], Outcome]
+
+
+def run_load(make: RequestMaker, *, clients: int, per_client: int, stop: threading.Event) -> list[Outcome]:
+    """`clients` threads each making up to `per_client` requests (`make(n)`), until `stop` is set or a
+    client meets a refused connection (the server has gone). Bounded in count."""
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        for sequence in range(per_client):
+            if stop.is_set():
+                return
+            outcome = make(number * per_client + sequence)
+            with lock:
+                outcomes.append(outcome)
+            if outcome.error == "ConnectionRefusedError":
+                return
+
+    threads = [threading.Thread(target=client, args=(number,), daemon=True) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return outcomes
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
