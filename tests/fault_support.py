@@ -130,7 +130,8 @@ class PrivateRedis:
     def start(self) -> None:
         command = [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log"),
+            "--save", "", "--appendonly", "no",
+            "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log"),
         ]  # fmt: skip
         self.process = Popen(command, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL)
         if not poll(lambda: self.answers(), SERVER_TIMEOUT, interval=0.05):
