@@ -211,11 +211,12 @@ def test_worker_resumes_consuming_by_itself_after_redis_restarts(
         resumed = time.monotonic() - restarted
         second = http("POST", f"{web.base_url}/items", {"name": "and the next one"}).json()["id"]
         next_after = wait_until_done(web, second, RESUME_BOUND)
+        worker_exit = worker.process.poll()
 
     print(f"\nRedis restarted: a job posted after it done in {resumed:.1f} s, the next in {next_after:.2f} s")
     assert created.status == 201
     assert done_after < RESUME_BOUND
-    assert worker.process.poll() is None, "the worker exited instead of reconnecting"
+    assert worker_exit is None, "the worker exited instead of reconnecting"
 
 
 def timed(method: str, url: str, payload: Any = None) -> tuple[float, int, Any]:

@@ -234,6 +234,10 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
         # Redelivered only once the job has surely been killed by its time limit.
         assert conf.task_time_limit == settings.job_time_limit
         assert conf.broker_transport_options["visibility_timeout"] > settings.job_time_limit
+        # A job left unacknowledged by a worker that died is looked for every 10 s, not every 100 s.
+        assert conf.broker_transport_options["unacked_restore_throttle"] == 1
+        # A worker keeps reconnecting to a broker that went away, however long it stays away.
+        assert conf.broker_connection_max_retries is None
         # JSON only, no result backend, the service's own logging.
         assert conf.task_serializer == "json"
         assert list(conf.accept_content) == ["json"]

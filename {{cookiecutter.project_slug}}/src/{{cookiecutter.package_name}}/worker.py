@@ -102,6 +102,10 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # Redis hands an unacknowledged message to another worker after this long; it must exceed the
         # longest job, or a job still running would run twice at once.
         "visibility_timeout": settings.job_time_limit * 2,
+        # Look for such jobs (left unacknowledged by a worker that died) every 10 s. kombu's default scans
+        # on only every 10th of its 10 s ticks, so a lost job could wait 100 s more to be redelivered.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         # A broker that does not answer fails a publish within seconds instead of hanging a request.
         "socket_connect_timeout": 5,
         "socket_timeout": 10,
