@@ -51,10 +51,17 @@ STARTUP = 120.0
 HEAL_BOUND = 60.0
 # Shortened for the SIGKILL test, so the broker redelivers after 2 x 3 s instead of 10 minutes.
 SHORT_JOB_TIME_LIMIT = "3"
+# Requests the SIGTERM test lets the web process serve before it sends the signal.
+REQUESTS_BEFORE_SIGTERM = 300
+# A request counts as accepted before SIGTERM if it was sent this long before it. uvicorn closes the
+# listening socket at its next 0.1 s tick after the signal and, with it, connections whose request it has
+# not read yet: the kernel resets those. The margin leaves the server one tick, plus slack for a busy
+# machine, to have read what was sent before the signal. (On a platform, readiness turns 503 first.)
+ACCEPTED_MARGIN = 0.25
 # The sustained-load test: requests, client threads, and the web process's allowed memory growth.
 LOAD_REQUESTS = 3000
 LOAD_CLIENTS = 8
-RSS_GROWTH_BOUND_KIB = 30 * 1024
+RSS_GROWTH_BOUND_KIB = 16 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +306,10 @@ def test_web_under_load_finishes_every_request_accepted_before_sigterm(
     with started(service, servers, "web", tmp_path) as web:
         item_id = http("POST", f"{web.base_url}/items", {"name": "read under load"}).json()["id"]
 
+        made: list[int] = []
+
         def make(number: int) -> Outcome:
+            made.append(number)
             if number % 3 == 0:
                 return request(web.port, "POST", "/items", {"name": f"load {number}"})
             return request(web.port, "GET", f"/items/{item_id}")
@@ -311,9 +321,7 @@ def test_web_under_load_finishes_every_request_accepted_before_sigterm(
         )
         load.start()
         # Let the load build up, then ask the web process to stop, as a platform does.
-        assert poll(
-            lambda: int(http("GET", f"{web.base_url}/items?limit=100").json()["items"][-1]["id"]) > 20, 60
-        )
+        assert poll(lambda: len(made) >= REQUESTS_BEFORE_SIGTERM, STARTUP)
         signalled = time.monotonic()
         web.process.send_signal(signal.SIGTERM)
         exit_status = web.process.wait(timeout=60)
@@ -321,15 +329,16 @@ def test_web_under_load_finishes_every_request_accepted_before_sigterm(
         load.join(timeout=120)
 
     (outcomes,) = results
-    # Accepted: sent at least one uvicorn shutdown tick (0.1 s) before the signal (see the closing note).
-    accepted = [o for o in outcomes if o.sent_at < signalled - 0.1]
+    accepted = [o for o in outcomes if o.sent_at < signalled - ACCEPTED_MARGIN]
     failed_accepted = [o for o in accepted if o.error is not None or (o.status or 0) >= 500]
-    late = [o for o in outcomes if o.sent_at >= signalled - 0.1]
+    late = [o for o in outcomes if o.sent_at >= signalled - ACCEPTED_MARGIN]
     print(
         f"\nSIGTERM under load: {len(accepted)} requests accepted before it, {len(failed_accepted)} failed; "
         f"{len(late)} sent around or after it: {sorted({o.error or str(o.status) for o in late})}"
     )
-    assert len(accepted) > 50
+    for o in late:
+        print(f"  {o.sent_at - signalled:+.3f} s {o.method} {o.error or o.status}")
+    assert len(accepted) > REQUESTS_BEFORE_SIGTERM / 2
     assert failed_accepted == []
     assert all((o.status or 0) < 500 for o in outcomes), "a 5xx, before or after the signal"
     assert exit_status == -signal.SIGTERM
