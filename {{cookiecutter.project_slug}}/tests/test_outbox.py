@@ -34,7 +34,11 @@ from {{ cookiecutter.package_name }}.outbox import (
 from {{ cookiecutter.package_name }}.relay import OutboxRelay
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
-from {{ cookiecutter.package_name }}.worker import REQUEST_ID_HEADER, create_celery, propagate_request_ids
+from {{ cookiecutter.package_name }}.worker import (
+    REQUEST_ID_HEADER,
+    create_celery,
+    propagate_request_ids,
+)
 
 from conftest import UNREACHABLE_REDIS_URL
 

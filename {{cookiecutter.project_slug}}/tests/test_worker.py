@@ -18,7 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from {{ cookiecutter.package_name }}.models import ItemStatus
-from {{ cookiecutter.package_name }}.outbox import pending_jobs, publish_failed, record_job
+from {{ cookiecutter.package_name }}.outbox import (
+    pending_jobs,
+    publish_failed,
+    record_job,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import (
     PROCESS_ITEM,
