@@ -85,6 +85,21 @@ class PrivatePostgres:
         command = as_postgres(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
         assert_succeeded(run(command, cwd=self.folder, timeout=SERVER_TIMEOUT))
 
+    def postmaster_and_children(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        return [postmaster, *map(int, children)]
+
+    def freeze(self) -> None:
+        """Stop every server process in place (SIGSTOP): connections stay open and nothing answers, as
+        when a server hangs or the network drops packets. The postmaster first, so it forks no more."""
+        for pid in self.postmaster_and_children():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self.postmaster_and_children()):
+            os.kill(pid, signal.SIGCONT)
+
     def is_running(self) -> bool:
         status = run(as_postgres(self.bin / "pg_ctl", "-D", self.data, "status"), cwd=self.folder, timeout=30)
         return status.returncode == 0

@@ -46,6 +46,8 @@ REDIS_HEAL_PROMISE = 30.0
 RESUME_BOUND = 20.0
 # A data endpoint must answer (a JSON 503) within this long while PostgreSQL is down: not a hang.
 DATABASE_DOWN_ANSWER_BOUND = 8.0
+# ...and while it hangs: the statement timeout (10 s) or the connect timeout (5 s), plus slack.
+DATABASE_HUNG_ANSWER_BOUND = 20.0
 # Generous bounds for conditions that usually hold within a second or two.
 STARTUP = 120.0
 HEAL_BOUND = 60.0
@@ -271,6 +273,38 @@ def test_postgres_down_is_a_prompt_json_503_and_web_and_worker_heal_when_it_retu
     assert retried, "no job was retried while the database was down"
     for item_id in item_ids:
         assert outcomes_of(worker, item_id) == [f"Item {item_id}: done"]
+
+
+def test_postgres_hung_is_a_json_503_within_the_timeouts_and_the_web_recovers_when_it_answers_again(
+    service: InstalledService, servers: Servers, tmp_path: Path
+) -> None:
+    with started(service, servers, "web", tmp_path) as web:
+        item_id = http("POST", f"{web.base_url}/items", {"name": "frozen"}).json()["id"]
+        assert http("GET", f"{web.base_url}/items/{item_id}").status == 200  # the pool holds connections
+        servers.postgres.freeze()
+        try:
+            answers = [
+                timed("GET", f"{web.base_url}/items/{item_id}"),
+                timed("POST", f"{web.base_url}/items", {"name": "refused"}),
+            ]
+            ready_seconds, ready_status, _ = timed("GET", f"{web.base_url}/readyz")
+            health = http("GET", f"{web.base_url}/healthz", timeout=30)
+        finally:
+            servers.postgres.thaw()
+        thawed = time.monotonic()
+        assert poll(lambda: http("GET", f"{web.base_url}/items/{item_id}").status == 200, HEAL_BOUND)
+        healed = time.monotonic() - thawed
+
+    print(
+        f"\nPostgreSQL hung: answers in {', '.join(f'{s:.1f} s ({status})' for s, status, _ in answers)}; "
+        f"/readyz {ready_status} in {ready_seconds:.1f} s; healed {healed:.2f} s after it answered again"
+    )
+    for seconds, status, body in answers:
+        assert (status, body["error"]["status"]) == (503, 503)
+        assert seconds < DATABASE_HUNG_ANSWER_BOUND
+    assert ready_status == 503
+    assert ready_seconds < DATABASE_HUNG_ANSWER_BOUND
+    assert health.status == 200
 
 
 def test_worker_killed_mid_job_has_the_job_delivered_again_and_done_once(

@@ -30,8 +30,9 @@ SYNC_CAPABLE_POSTGRES_DRIVERS = frozenset({"psycopg", "psycopg2", "pg8000"})
 # request (503) instead of hanging it. The drivers' defaults are 60 s (asyncpg) and forever (libpq).
 CONNECT_TIMEOUT_SECONDS = 5
 # A web request's statement that runs this long is cancelled: a stalled server (or network) answers 503
-# instead of holding the request, and its pooled connection, until the platform's router gives up.
-WEB_STATEMENT_TIMEOUT_SECONDS = 15
+# instead of holding the request, and its pooled connection, until the platform's router gives up (30 s
+# on Heroku). Web requests read and write single rows; longer work belongs in a job.
+WEB_STATEMENT_TIMEOUT_SECONDS = 10
 
 
 def sync_url(url: URL) -> URL:
