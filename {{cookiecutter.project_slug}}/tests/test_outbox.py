@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -41,6 +41,9 @@ from {{ cookiecutter.package_name }}.worker import (
 )
 
 from conftest import UNREACHABLE_REDIS_URL
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 QUEUE = "{{ cookiecutter.package_name }}"
 # Seconds a second relay may take to come back with nothing, when it must not wait for the first one.
@@ -168,3 +171,15 @@ def test_relay_takes_at_most_one_batch_per_transaction(engine: Engine, celery: C
     assert relay_round(engine, relay).published == RELAY_BATCH
     assert relay_round(engine, relay).published == 1
     assert jobs_left(engine) == []
+
+
+def test_a_job_queued_behind_a_backlog_is_never_published_again(
+    client: TestClient, engine: Engine, celery: Celery, redis_url: str
+) -> None:
+    # No worker runs: the three jobs wait in the broker, as behind a long backlog.
+    for number in range(3):
+        assert client.post("/items", json={"name": f"queued {number}"}).status_code == 201
+
+    # However late the relay looks, the outbox holds nothing the broker already has.
+    assert relay_round(engine, OutboxRelay(engine, celery)) == RelayRound(published=0, postponed=0)
+    assert len(queued_bodies(redis_url)) == 3
