@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.models import (
     ItemStatus,
 )
 from {{ cookiecutter.package_name }}.outbox import pending_jobs
+from {{ cookiecutter.package_name }}.reconnect import PromptlyReconnecting
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import (
     PROCESS_ITEM,
@@ -236,8 +237,9 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
         assert conf.broker_transport_options["visibility_timeout"] > settings.job_time_limit
         # A job left unacknowledged by a worker that died is looked for every 10 s, not every 100 s.
         assert conf.broker_transport_options["unacked_restore_throttle"] == 1
-        # A worker keeps reconnecting to a broker that went away, however long it stays away.
+        # A worker keeps reconnecting to a broker that went away, however long it stays away, and often.
         assert conf.broker_connection_max_retries is None
+        assert isinstance(app.connection_for_read(), PromptlyReconnecting)
         # JSON only, no result backend, the service's own logging.
         assert conf.task_serializer == "json"
         assert list(conf.accept_content) == ["json"]

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from . import tasks
 from .database import create_sync_database_engine
 from .logs import configure_logging, request_id
+from .reconnect import PromptlyReconnecting
 from .relay import OutboxRelay
 from .settings import Settings
 
@@ -90,6 +91,8 @@ def create_celery(settings: Settings) -> Celery:
         # The clock keeps its schedule in memory, not in a file: processes are stateless (factor VI).
         beat_scheduler="celery.beat:Scheduler",
     )
+    # Every broker connection Celery makes (consumer, producers) retries a lost broker every few seconds.
+    app.amqp.Connection = PromptlyReconnecting
     return app
 
 
