@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 # How often the relay looks for due jobs: the delay a job waits, beyond its backoff, to be relayed.
 POLL_SECONDS = 1.0
-# After the database itself failed, wait this long before asking it again.
-DATABASE_RETRY_SECONDS = 5.0
+# After a round failed (the database unreachable, say), wait this long before the next.
+FAILED_ROUND_PAUSE_SECONDS = 5.0
 
 
 class OutboxRelay:
@@ -46,7 +46,12 @@ class OutboxRelay:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._stopping.wait(self.relay_once())
+            try:
+                pause = self.relay_once()
+            except Exception:  # a bug, not an outage: log it, and keep relaying the jobs that can be
+                logger.exception("Outbox relay round failed")
+                pause = FAILED_ROUND_PAUSE_SECONDS
+            self._stopping.wait(pause)
 
     def relay_once(self) -> float:
         """One round; returns how long to wait before the next."""
@@ -55,7 +60,7 @@ class OutboxRelay:
                 round_ = outbox.relay_due_jobs(session, self.publish)
         except SQLAlchemyError as exc:
             logger.warning("Outbox relay: database unavailable (%s)", exc.__class__.__name__)
-            return DATABASE_RETRY_SECONDS
+            return FAILED_ROUND_PAUSE_SECONDS
         if round_.published:
             logger.info("Relayed %d jobs from the outbox", round_.published, extra={"jobs": round_.published})
         if round_.postponed:
