@@ -131,7 +131,7 @@ def test_job_delivered_twice_does_its_work_once(
     producer = create_celery(settings)
     try:
         with running_worker(worker_env, tmp_path) as worker:
-            # Two deliveries of one job, as after a lost worker or a clock's re-enqueue; with two pool
+            # Two deliveries of one job, as after a lost worker or a relay that died mid-round; with two pool
             # processes they may well run at the same moment.
             producer.send_task(PROCESS_ITEM, args=[item_id])
             producer.send_task(PROCESS_ITEM, args=[item_id])
