@@ -24,26 +24,31 @@ import os
 import signal
 import ssl
 import threading
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import celery.apps.worker
 from celery import Celery, signals
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import tasks
 from .database import create_sync_database_engine
 from .logs import configure_logging, request_id
+from .reconnect import PromptlyReconnecting
+from .relay import OutboxRelay
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 # The message header that carries the id of the web request (or clock tick) that enqueued a job.
 REQUEST_ID_HEADER = "request_id"
-# How often the clock looks for items whose job was never enqueued (or was lost).
-SWEEP_EVERY_SECONDS = 60.0
+# A job that fails because the database is unreachable is retried after 1, 2, 4... s, at most this long
+# apart, and never given up: it is idempotent, and the alternative is an item left pending for good.
+DATABASE_RETRY_MAX_SECONDS = 10
+# Seconds the clock gives its outbox relay to finish a round when it stops.
+RELAY_STOP_TIMEOUT = 5.0
 # File descriptor of the process's stdout, whatever Python's sys.stdout has been replaced with.
 STDOUT = 1
 # Signals by which a platform (or a person at a terminal) asks a worker to stop.
@@ -75,7 +80,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         # A worker that starts before the broker is up keeps retrying instead of exiting.
         broker_connection_retry_on_startup=True,
-        # A web request waits about a second at most for a broken broker; the clock enqueues the job later.
+        # ...and so does one whose broker goes away later, however long it stays away (Celery's default
+        # gives up after 100 attempts, and a worker that exited consumes nothing when the broker returns).
+        broker_connection_max_retries=None,
+        # A web request waits about a second at most for a broken broker; the outbox relay publishes later.
         task_publish_retry_policy={
             "max_retries": 2,
             "interval_start": 0,
@@ -84,12 +92,13 @@ def create_celery(settings: Settings) -> Celery:
         },
         # Time zone of the clock's schedule; UTC avoids surprises at daylight-saving changes.
         timezone="UTC",
-        beat_schedule={
-            "requeue-pending-items": {"task": tasks.REQUEUE_PENDING_ITEMS, "schedule": SWEEP_EVERY_SECONDS},
-        },
+        # Periodic jobs go here. Jobs whose publish failed need no sweep: the outbox relay publishes them.
+        beat_schedule={},
         # The clock keeps its schedule in memory, not in a file: processes are stateless (factor VI).
         beat_scheduler="celery.beat:Scheduler",
     )
+    # Every broker connection Celery makes (consumer, producers) retries a lost broker every few seconds.
+    app.amqp.Connection = PromptlyReconnecting
     return app
 
 
@@ -102,6 +111,10 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # Redis hands an unacknowledged message to another worker after this long; it must exceed the
         # longest job, or a job still running would run twice at once.
         "visibility_timeout": settings.job_time_limit * 2,
+        # Look for such jobs (left unacknowledged by a worker that died) every 10 s. kombu's default scans
+        # on only every 10th of its 10 s ticks, so a lost job could wait 100 s more to be redelivered.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         # A broker that does not answer fails a publish within seconds instead of hanging a request.
         "socket_connect_timeout": 5,
         "socket_timeout": 10,
@@ -121,9 +134,12 @@ def broker_tls(broker_url: str) -> dict[str, Any] | None:
     return {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
-def register_jobs(app: Celery, engine: Engine, settings: Settings) -> None:
-    """Bind the jobs in tasks.py to Celery message names, each in its own database transaction."""
-    pending_for = timedelta(seconds=settings.requeue_pending_after)
+def register_jobs(app: Celery, engine: Engine) -> None:
+    """Bind the jobs in tasks.py to Celery message names, each in its own database transaction.
+
+    A job that raises is acknowledged and forgotten by Celery, so one that fails because the database is
+    unreachable (OperationalError, InterfaceError) is published again, with a growing delay, instead.
+    """
 
     def process_item(item_id: int) -> None:
         with Session(engine) as session, session.begin():
@@ -131,16 +147,13 @@ def register_jobs(app: Celery, engine: Engine, settings: Settings) -> None:
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
-    def requeue_pending_items() -> None:
-        with Session(engine) as session, session.begin():
-            item_ids = tasks.claim_stale_pending_items(session, pending_for)
-        for item_id in item_ids:
-            app.send_task(tasks.PROCESS_ITEM, args=[item_id])
-        if item_ids:
-            logger.warning("Re-enqueued %d pending items", len(item_ids), extra={"item_ids": item_ids})
-
-    app.task(name=tasks.PROCESS_ITEM)(process_item)
-    app.task(name=tasks.REQUEUE_PENDING_ITEMS)(requeue_pending_items)
+    app.task(
+        name=tasks.PROCESS_ITEM,
+        autoretry_for=(OperationalError, InterfaceError),
+        retry_backoff=True,
+        retry_backoff_max=DATABASE_RETRY_MAX_SECONDS,
+        max_retries=None,
+    )(process_item)
 
 
 def propagate_request_ids() -> None:
@@ -246,7 +259,7 @@ def run_worker(settings: Settings) -> int:
     """`<slug> worker`: consume jobs until stopped; returns the exit code."""
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
-    register_jobs(app, engine, settings)
+    register_jobs(app, engine)
     use_service_logging(settings)
     announce_in_log_format()
     propagate_request_ids()
@@ -275,7 +288,8 @@ def run_worker(settings: Settings) -> int:
 
 
 def run_clock(settings: Settings) -> None:
-    """`<slug> clock`: publish the periodic jobs. Run exactly one; a second is harmless (see tasks.py)."""
+    """`<slug> clock`: publish the periodic jobs, and relay the outbox's (see relay.py). Run exactly one;
+    a second is harmless."""
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
@@ -283,4 +297,11 @@ def run_clock(settings: Settings) -> None:
     # now, so that it can never land inside an import and turn a clean stop into a crash.
     with app.connection_for_write() as connection:
         _ = app.amqp.Producer, connection.transport
-    app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()
+    engine = create_sync_database_engine(settings)
+    relay = OutboxRelay(engine, app)
+    relay.start()
+    try:
+        app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()
+    finally:
+        relay.stop(RELAY_STOP_TIMEOUT)
+        engine.dispose()
