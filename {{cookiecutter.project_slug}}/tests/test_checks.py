@@ -26,10 +26,14 @@ from conftest import (
 )
 from processes import run_command
 
+# A build's release id: without one, `check` warns (factor V).
+RELEASE_ID = "build-7"
+
 
 def check_json(*variables: tuple[str, str], unset: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
     """`check --format json` in process, with the `settings` fixture's environment changed as given."""
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RELEASE_ID", RELEASE_ID)
         for name in unset:
             patch.delenv(name)
         for name, value in variables:
@@ -58,7 +62,7 @@ def silent_port() -> Iterator[int]:
 def test_check_exits_0_on_a_sound_configuration_and_reports_the_schema(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = run_command(["check"], service_env, tmp_path)
+    result = run_command(["check"], {**service_env, "RELEASE_ID": RELEASE_ID}, tmp_path)
 
     assert result.returncode == os.EX_OK, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
@@ -95,7 +99,8 @@ def test_check_gives_up_on_a_silent_database_within_its_timeout(
 ) -> None:
     silent = f"postgresql://postgres@127.0.0.1:{silent_port}/silent"
     # run_command's own timeout (30 s) fails the test if check waits without a bound.
-    result = run_command(["check", "--format", "json"], {**service_env, "DATABASE_URL": silent}, tmp_path)
+    env = {**service_env, "DATABASE_URL": silent, "RELEASE_ID": RELEASE_ID}
+    result = run_command(["check", "--format", "json"], env, tmp_path)
 
     assert result.returncode == os.EX_UNAVAILABLE
     assert problems(json.loads(result.stdout)) == [("unavailable", "DATABASE_URL", "IV")]
@@ -143,6 +148,14 @@ def test_check_warns_of_debug_logging_but_stays_sound() -> None:
     assert status == os.EX_OK
     assert document["status"] == "sound"
     assert problems(document) == [("warning", "LOG_LEVEL", "XI")]
+
+
+@pytest.mark.usefixtures("settings")
+def test_check_warns_when_no_build_names_the_release_but_stays_sound() -> None:
+    status, document = check_json(unset=("RELEASE_ID",))
+
+    assert status == os.EX_OK
+    assert problems(document) == [("warning", "RELEASE_ID", "V")]
 
 
 @pytest.mark.usefixtures("settings")

@@ -100,7 +100,13 @@ def audit(load: Callable[[], Settings] = load_settings) -> Report:
 
 def audit_settings(settings: Settings) -> list[Finding]:
     """The rules that read settings only: safe to run anywhere, quickly."""
-    rules = (check_forwarded_allow_ips, check_database_is_shared, check_broker_is_shared, check_log_level)
+    rules = (
+        check_forwarded_allow_ips,
+        check_database_is_shared,
+        check_broker_is_shared,
+        check_release_id,
+        check_log_level,
+    )
     return [finding for rule in rules for finding in rule(settings)]
 
 
@@ -146,6 +152,18 @@ def check_broker_is_shared(settings: Settings) -> Iterable[Finding]:
             variable,
             "VI",
             "a sqla+sqlite queue is a file on one host (fine for `make demo`); attach Redis by URL.",
+        )
+
+
+def check_release_id(settings: Settings) -> Iterable[Finding]:
+    """Factor V: every release names the build it runs, so logs and /version say what is live."""
+    if settings.release_id == "unknown":
+        yield Finding(
+            Severity.WARNING,
+            "RELEASE_ID",
+            "V",
+            "unknown; build the image with --build-arg RELEASE_ID=<commit>, or on Heroku enable "
+            "runtime-dyno-metadata.",
         )
 
 
