@@ -117,7 +117,7 @@ def clock() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Upgrade the database schema to the code's head (the Procfile's `release` process)."""
+    """Upgrade the database schema to the code's head (the second half of `release`)."""
     migrate_to_head(load_or_exit())
 
 

@@ -1,9 +1,9 @@
 """Factor III: all configuration comes from the environment, is validated once at start, and fails fast.
 
 This is the only module that reads (or writes) environment variables; ruff's banned-API rule holds every
-other module to that. `load_settings()` is called by the entry point
-of each process (see `cli.py`), never at import, and the resulting frozen `Settings` is passed down
-explicitly to the web app, the engines and the commands.
+other module to that. `load_settings()` is called by the entry point of each process (see `cli.py`), never
+at import, and the resulting frozen `Settings` is passed down explicitly to the web app, the engines and
+the commands.
 
 Validation is deferred (`Env(eager=False)` then `seal()`), so one start-up error names every missing or
 invalid variable at once instead of making you fix them one restart at a time.
