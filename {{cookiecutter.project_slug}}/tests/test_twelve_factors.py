@@ -49,6 +49,7 @@ from processes import (
     running,
     running_web,
     running_worker,
+    wait_until,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,8 @@ BACKING_SERVICE_ADDRESS = re.compile(
 )
 LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+# Each spawned uvicorn worker imports the whole service again: on a busy machine that takes a while.
+MULTIPROCESS_STARTUP_TIMEOUT = 3 * STARTUP_TIMEOUT
 INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host")
 
 
@@ -438,18 +441,20 @@ def children_of(pid: int) -> list[int]:
 def test_factor_08_concurrency_web_runs_web_concurrency_processes_in_the_foreground(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    with running_web({**service_env, "WEB_CONCURRENCY": "2"}, tmp_path) as web:
-        assert httpx2.get(f"{web.base_url}/healthz", timeout=5).status_code == 200
-        # uvicorn's supervisor stays the process the platform started; it runs one child per worker.
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while len(children_of(web.process.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running("web", {**service_env, "WEB_CONCURRENCY": "2"}, tmp_path) as web:
+        # uvicorn's supervisor stays the process the platform started and spawns one child per worker at
+        # once; the port answers only when a child listens. A single process would answer with no child.
+        def started() -> bool:
+            assert web.process.poll() is None, broken("VIII", "run in the foreground; never daemonise")
+            return len(children_of(web.process.pid)) >= 2 or accepts_connections(web.port)
+
+        wait_until(started, MULTIPROCESS_STARTUP_TIMEOUT, "neither two children nor a listening port")
         children = children_of(web.process.pid)
+        assert len(children) >= 2, broken("VIII", "start WEB_CONCURRENCY server processes, as settings say")
+        wait_until(lambda: accepts_connections(web.port), MULTIPROCESS_STARTUP_TIMEOUT, "web not listening")
+        assert httpx2.get(f"{web.base_url}/healthz", timeout=5).status_code == 200
         assert web.process.poll() is None, broken("VIII", "run in the foreground; never daemonise")
         written = list((tmp_path / "workdir").iterdir())
-    assert len(children) >= 2, broken(
-        "VIII", "start WEB_CONCURRENCY server processes (settings.web_concurrency)"
-    )
     assert written == [], broken("VIII", f"write no PID file; the platform tracks processes: {written}")
 
 
