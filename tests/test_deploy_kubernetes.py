@@ -165,9 +165,11 @@ def test_web_pauses_before_sigterm_so_routing_stops_first(default_bake: Bake) ->
 # --- Releases and formation --------------------------------------------------------------------------------
 
 
-def test_release_job_runs_migrate_a_bounded_number_of_times_and_cleans_up(default_bake: Bake) -> None:
+def test_release_job_runs_the_release_command_a_bounded_number_of_times_and_cleans_up(
+    default_bake: Bake,
+) -> None:
     job = workload(default_bake, "release")
-    assert kubernetes_argv(default_bake, only_container(job))[1:] == ["migrate"]
+    assert kubernetes_argv(default_bake, only_container(job)) == procfile(default_bake)["release"]
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert 0 < job["spec"]["backoffLimit"] <= 5
     assert job["spec"]["ttlSecondsAfterFinished"] > 0

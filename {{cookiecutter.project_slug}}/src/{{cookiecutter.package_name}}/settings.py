@@ -1,8 +1,9 @@
 """Factor III: all configuration comes from the environment, is validated once at start, and fails fast.
 
-This is the only module that reads environment variables. `load_settings()` is called by the entry point
-of each process (see `cli.py`), never at import, and the resulting frozen `Settings` is passed down
-explicitly to the web app, the engines and the commands.
+This is the only module that reads (or writes) environment variables; ruff's banned-API rule holds every
+other module to that. `load_settings()` is called by the entry point of each process (see `cli.py`), never
+at import, and the resulting frozen `Settings` is passed down explicitly to the web app, the engines and
+the commands.
 
 Validation is deferred (`Env(eager=False)` then `seal()`), so one start-up error names every missing or
 invalid variable at once instead of making you fix them one restart at a time.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +59,7 @@ class Settings:
     port: int
     web_concurrency: int
     forwarded_allow_ips: str
+    forwarded_allow_all: bool
     log_level: int
     log_format: LogFormat
     db_pool_size: int
@@ -136,6 +139,9 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         "web_concurrency": env.int("WEB_CONCURRENCY", 1, validate=Range(min=1, max=64)),
         # Proxies whose X-Forwarded-* headers are trusted; "*" on Heroku, whose router is the only client.
         "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        # "*" lets any client forge its address and scheme unless a proxy is the only way in: `check` refuses
+        # it until the deploy says so here, explicitly.
+        "forwarded_allow_all": env.bool("FORWARDED_ALLOW_ALL", False),
         "log_level": env.log_level("LOG_LEVEL", logging.INFO),
         # json for machines (production), console for people (a terminal).
         "log_format": env.str("LOG_FORMAT", "json", validate=OneOf(["json", "console"])),
@@ -204,3 +210,12 @@ def _parse_broker_url(value: str) -> str | None:
 def environment_names() -> list[str]:
     """The environment variables `load_settings` reads, in declaration order."""
     return [field.name.upper() for field in dataclasses.fields(Settings)]
+
+
+def remap_sigterm_for_job_pool() -> None:
+    """Make Celery's pool children ignore SIGTERM, so the worker's main process decides how to stop.
+
+    The one variable this service writes: billiard (Celery's pool) reads REMAP_SIGTERM when it is first
+    imported, so `<slug> worker` calls this before importing the worker module (see cli.py).
+    """
+    os.environ["REMAP_SIGTERM"] = "SIGQUIT"
