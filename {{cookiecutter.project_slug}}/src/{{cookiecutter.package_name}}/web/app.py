@@ -17,8 +17,12 @@ from ..settings import Settings, load_settings
 from ..worker import create_celery, propagate_request_ids
 from . import health, items
 from .errors import EXCEPTION_HANDLERS
+from .headers import SecurityHeadersMiddleware
+from .hosts import AllowedHostsMiddleware
 from .jobs import JobQueue
+from .limits import BodyLimitMiddleware
 from .middleware import RequestIdMiddleware
+from .openapi import openapi_endpoint
 from .resources import Resources
 from .shutdown import Draining, announce_stop_signals
 
@@ -55,10 +59,18 @@ def create_app(settings: Settings) -> Starlette:
         # path, so two routes for /items would tell a client that only one of its methods exists.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
         Route("/items/{item_id:int}", items.get_item, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
+    ]
+    # Outermost first: every response, a refusal included, gets the security headers and a request id.
+    middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
+        Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts, exempt_paths=PROBE_PATHS),
+        Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from ..models import Item
 from ..tasks import PROCESS_ITEM
+from .payloads import json_body
 from .resources import Resources
 
 # PostgreSQL's BIGINT: an id past this cannot exist, so it is a 404, not a database error.
@@ -60,11 +60,7 @@ async def items_collection(request: Request) -> JSONResponse:
 
 async def create_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(400, "The request body is not valid JSON.") from None
-    data = NewItem().load(body)
+    data = NewItem().load(await json_body(request))
 
     async with resources.sessions() as session:
         item = Item(name=data["name"])

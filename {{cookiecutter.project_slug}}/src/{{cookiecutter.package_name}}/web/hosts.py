@@ -1,0 +1,57 @@
+"""Only requests addressed to this service's own host names are served (ALLOWED_HOSTS).
+
+Starlette's TrustedHostMiddleware does the same check, but answers in plain text and has no way to let
+health probes through; this one answers JSON like every other error, and exempts the probe paths:
+Kubernetes probes a pod at its IP address, with that address as the Host header, and a probe reads nothing
+a forged Host could abuse.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import error_response
+
+
+def host_name(header: bytes) -> str | None:
+    """The host of a Host header, lowercased and without its port; None if it is not one."""
+    try:
+        value = header.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    if value.startswith("["):  # an IPv6 address: [::1]:8000
+        end = value.find("]")
+        return value[: end + 1] if end > 0 else None
+    host, _, port = value.partition(":")
+    if not host or (port and not port.isdigit()):
+        return None
+    return host
+
+
+def is_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    return any(
+        host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])) for pattern in allowed
+    )
+
+
+class AllowedHostsMiddleware:
+    """A 400 JSON error for any request whose Host header names no allowed host."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], exempt_paths: frozenset[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.allow_any = "*" in allowed_hosts
+        self.exempt_paths = exempt_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] != "http" or scope["path"] in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        headers = [value for name, value in scope["headers"] if name == b"host"]
+        host = host_name(headers[0]) if len(headers) == 1 else None
+        if host is not None and is_allowed(host, self.allowed_hosts):
+            await self.app(scope, receive, send)
+            return
+        await error_response(400, "The Host header names no host this service answers to.")(
+            scope, receive, send
+        )
