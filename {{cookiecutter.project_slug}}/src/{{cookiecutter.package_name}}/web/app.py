@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> Starlette:
         # One route per path: Starlette answers 405 with the Allow header of the first route matching the
         # path, so two routes for /items would tell a client that only one of its methods exists.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
-        Route("/items/{item_id:int}", items.get_item, methods=["GET"]),
+        Route("/items/{item_id}", items.get_item, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
     ]
     # Outermost first: every response, a refusal included, gets the security headers and a request id.

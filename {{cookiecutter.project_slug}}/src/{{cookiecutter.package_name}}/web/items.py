@@ -71,11 +71,23 @@ async def create_item(request: Request) -> JSONResponse:
     return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
 
 
+def item_id_of(segment: str) -> int:
+    """The id in an item's path; 404 for anything that cannot be a stored id.
+
+    Parsed here rather than by Starlette's `int` convertor, which turns a path of thousands of digits into
+    a 500 (Python refuses to convert integers that long)."""
+    if (
+        not (segment.isascii() and segment.isdigit())
+        or len(segment) > len(str(MAX_ID))
+        or int(segment) > MAX_ID
+    ):
+        raise HTTPException(404, f"No item with id {segment[:40]}.")
+    return int(segment)
+
+
 async def get_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
-    item_id: int = request.path_params["item_id"]
-    if item_id > MAX_ID:
-        raise HTTPException(404, f"No item with id {item_id}.")
+    item_id = item_id_of(request.path_params["item_id"])
     async with resources.sessions() as session:
         item = await session.get(Item, item_id)
     if item is None:
