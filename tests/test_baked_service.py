@@ -60,6 +60,8 @@ SERVICE_VARIABLES = (
     "JOB_TIME_LIMIT",
     "REQUEUE_PENDING_AFTER",
     "RELEASE_ID",
+    "ALLOWED_HOSTS",
+    "MAX_BODY_BYTES",
 )
 
 SUMMARY = re.compile(r"^(?:=+ )?(?P<counts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")
