@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
+REMEMBERED_HOSTS = 64
+
 
 def host_name(header: bytes) -> str | None:
     """The host of a Host header, lowercased and without its port; None if it is not one."""
@@ -42,14 +44,25 @@ class AllowedHostsMiddleware:
         self.allowed_hosts = allowed_hosts
         self.allow_any = "*" in allowed_hosts
         self.exempt_paths = exempt_paths
+        # Host headers already found allowed: nearly every request repeats one, so most checks are a lookup.
+        self.known_good: set[bytes] = set()
+
+    def allows(self, header: bytes) -> bool:
+        if header in self.known_good:
+            return True
+        host = host_name(header)
+        if host is None or not is_allowed(host, self.allowed_hosts):
+            return False
+        if len(self.known_good) < REMEMBERED_HOSTS:  # bounded: ports make endless variants of one host
+            self.known_good.add(header)
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.allow_any or scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
         headers = [value for name, value in scope["headers"] if name == b"host"]
-        host = host_name(headers[0]) if len(headers) == 1 else None
-        if host is not None and is_allowed(host, self.allowed_hosts):
+        if len(headers) == 1 and self.allows(headers[0]):
             await self.app(scope, receive, send)
             return
         await error_response(400, "The Host header names no host this service answers to.")(
