@@ -14,13 +14,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from processes import running_web
+from processes import STARTUP_TIMEOUT, running_web
 
 LIMIT = 64 * 1024
 ANSWER_TIMEOUT = 20.0
 # A body far larger than anything this test sends.
 ANNOUNCED = 50 * 1024 * 1024
 CHUNK = 8 * 1024
+
+
+def is_access_line(status: int) -> Any:
+    return lambda event: event["logger"].endswith(".access") and event.get("status") == status
 
 
 @contextmanager
@@ -102,3 +106,16 @@ def test_chunked_body_within_the_limit_is_read_whole(service_env: dict[str, str]
 
     assert status == 201
     assert json.loads(body)["name"] == "chunked"
+
+
+def test_client_that_hangs_up_mid_body_is_logged_as_a_4xx_not_a_server_error(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with running_web({**service_env, "MAX_BODY_BYTES": str(LIMIT)}, tmp_path) as web:
+        with socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection:
+            connection.sendall(request_head(web.port, "Content-Length: 100") + b'{"name": ')
+        # Hung up 91 bytes short: the request ends as a 400 in the access log.
+        web.wait_for_event(is_access_line(400), STARTUP_TIMEOUT)
+        events = web.events()
+
+    assert not [event for event in events if event["level"] in ("ERROR", "CRITICAL")]
