@@ -163,8 +163,8 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
         # --- Hostile input and security (web process) ---
-        # Host names this service answers to; any other Host header gets a 400, so a forged Host can never
-        # reach a link or a log line. Health probes are exempt (Kubernetes sends the pod's IP as the Host).
+        # Host names this service answers to; any other Host header gets a 400, so a forged Host never reaches
+        # the app (nor links or caches built from it). Probes are exempt: Kubernetes sends the pod's IP.
         # Comma-separated; "*.example.com" matches its subdomains; "*" turns the check off.
         "allowed_hosts": env.allowed_hosts("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"),
         # Bodies larger than this are refused (413) before more of them is read; an item is far smaller.

@@ -20,13 +20,12 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 # One year, the value browsers' preload lists ask for; sent only over HTTPS, where it means something.
 STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+SECURITY_HEADERS_OVER_HTTPS = (*SECURITY_HEADERS, STRICT_TRANSPORT_SECURITY)
 
 
 def security_headers(scheme: str) -> tuple[tuple[bytes, bytes], ...]:
     """The headers for a response to a request that arrived with `scheme` (http or https)."""
-    if scheme == "https":
-        return (*SECURITY_HEADERS, STRICT_TRANSPORT_SECURITY)
-    return SECURITY_HEADERS
+    return SECURITY_HEADERS_OVER_HTTPS if scheme == "https" else SECURITY_HEADERS
 
 
 class SecurityHeadersMiddleware:
