@@ -65,6 +65,6 @@ class AllowedHostsMiddleware:
         if len(headers) == 1 and self.allows(headers[0]):
             await self.app(scope, receive, send)
             return
-        await error_response(400, "The Host header names no host this service answers to.")(
+        await error_response(400, "The Host header names no host this service answers to (ALLOWED_HOSTS).")(
             scope, receive, send
         )
