@@ -41,7 +41,7 @@ def test_default_allowed_hosts_are_the_loopback_names_with_any_port(
 
 
 @pytest.mark.parametrize(
-    "host", ["evil.example", "localhost.evil.example", "127.0.0.2", "", "localhost:abc", "[::1"]
+    "host", ["evil.example", "localhost.evil.example", "127.0.0.2", "", "localhost:abc", "[::1", "[::1]x"]
 )
 def test_request_for_any_other_host_is_400_json(default_hosts_client: TestClient, host: str) -> None:
     response = default_hosts_client.get("/items", headers={"host": host})

@@ -22,9 +22,11 @@ def host_name(header: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     if value.startswith("["):  # an IPv6 address: [::1]:8000
-        end = value.find("]")
-        return value[: end + 1] if end > 0 else None
-    host, _, port = value.partition(":")
+        end = value.find("]") + 1
+        host, rest = value[:end], value[end:]
+        port = rest[1:] if rest.startswith(":") else rest
+    else:
+        host, _, port = value.partition(":")
     if not host or (port and not port.isdigit()):
         return None
     return host
