@@ -228,3 +228,10 @@ def test_kubernetes_manifests_only_reference_the_secret(default_bake: Bake) -> N
         assert not SECRET_VARIABLES & literal, f"{process} sets a secret inline: {literal}"
         references = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
         assert references == [f"{default_bake.slug}-secrets"]
+
+
+def test_configmap_allows_the_services_own_name_and_not_every_host(default_bake: Bake) -> None:
+    # Probes reach the pod by IP and are exempt from the check (web/hosts.py); callers use the Service's name.
+    hosts = configmap(default_bake)["ALLOWED_HOSTS"].split(",")
+    assert default_bake.slug in hosts
+    assert "*" not in hosts

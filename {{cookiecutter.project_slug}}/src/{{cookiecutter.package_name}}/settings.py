@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -68,12 +69,15 @@ class Settings:
     worker_concurrency: int
     job_time_limit: int
     release_id: str
+    allowed_hosts: tuple[str, ...]
+    max_body_bytes: int
 
     @property
     def job_broker_url(self) -> str:
         """Where jobs are queued: BROKER_URL if set, else REDIS_URL (load_settings ensures one of them)."""
         broker = self.broker_url or self.redis_url
-        assert broker is not None
+        if broker is None:
+            raise ConfigurationError({"REDIS_URL": ["Environment variable not set."]})
         return broker
 
     def displayed(self) -> Iterator[tuple[str, str]]:
@@ -88,6 +92,8 @@ class Settings:
                 shown = "" if value is None else mask_url_password(value)
             elif field.name == "log_level":
                 shown = logging.getLevelName(value)
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
             else:
                 shown = str(value)
             yield field.name.upper(), shown
@@ -114,6 +120,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("database_url", _parse_database_url)
     env.add_parser("redis_url", _parse_redis_url)
     env.add_parser("broker_url", _parse_broker_url)
+    env.add_parser("allowed_hosts", _parse_allowed_hosts)
 
     values: dict[str, Any] = {
         # Backing services are attached by URL (factor IV); there is deliberately no default.
@@ -158,6 +165,15 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Which build this process runs (factor V): the image's build argument, else Heroku's release number
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
+        # --- Hostile input and security (web process) ---
+        # Host names this service answers to; any other Host header gets a 400, so a forged Host never reaches
+        # the app (nor links or caches built from it). Probes are exempt: Kubernetes sends the pod's IP.
+        # Comma-separated; "*.example.com" matches its subdomains; "*" turns the check off.
+        "allowed_hosts": env.allowed_hosts("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"),
+        # Bodies larger than this are refused (413) before more of them is read; an item is far smaller.
+        "max_body_bytes": env.int(
+            "MAX_BODY_BYTES", 1024 * 1024, validate=Range(min=1024, max=100 * 1024 * 1024)
+        ),
     }
     problems: dict[str, list[str]] = {}
     try:
@@ -205,6 +221,24 @@ def _parse_broker_url(value: str) -> str | None:
     if scheme not in BROKER_SCHEMES:
         raise ValidationError(f"Unsupported broker; the scheme must be one of: {', '.join(BROKER_SCHEMES)}.")
     return value
+
+
+# A host name, an IPv4 address or a bracketed IPv6 address, optionally "*." first: no port, path or space.
+HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])")
+
+
+def _parse_allowed_hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in value.split(",") if host.strip())
+    if not hosts:
+        raise ValidationError('Must name at least one host (or "*" for any).')
+    if "*" in hosts:
+        return ("*",)
+    bad = [host for host in hosts if not HOST_PATTERN.fullmatch(host)]
+    if bad:
+        raise ValidationError(
+            f"Not a host name: {', '.join(bad)} (no scheme, port or path; '*.' only as a prefix)."
+        )
+    return hosts
 
 
 def environment_names() -> list[str]:
