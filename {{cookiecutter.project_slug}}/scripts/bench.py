@@ -1,10 +1,10 @@
 """`make bench`: this service's own endpoints under load, so a change that costs speed shows up as a number.
 
 It creates a database of its own on the server of `DATABASE_URL` (dropped at the end), migrates and seeds
-it, starts `{{ cookiecutter.project_slug }} web` as production runs it (one uvicorn worker, JSON logs, every
-middleware) and drives each endpoint with wrk (https://github.com/wg/wrk; `apt-get install wrk`,
-`brew install wrk`) from 127.0.0.1. It prints requests per second and p50/p99 latency per endpoint (the
-median of the rounds), the time from start to the first /healthz 200 and the web process's peak memory.
+it, starts the web process as production runs it (one uvicorn worker, JSON logs, every middleware) and
+drives each endpoint with wrk (https://github.com/wg/wrk; `apt-get install wrk`, `brew install wrk`) from
+127.0.0.1. It prints requests per second and p50/p99 latency per endpoint (the median of the rounds),
+the time from start to the first /healthz 200 and the web process's peak memory.
 Compare runs on the same machine only: the figures say as much about the machine as about the code.
 """
 
@@ -135,7 +135,7 @@ def healthy(port: int) -> bool:
 
 @contextlib.contextmanager
 def web(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`{{ cookiecutter.project_slug }} web` on `port`, its log lines discarded, answering /healthz."""
+    """The web process on `port`, its log lines discarded, answering /healthz."""
     process = subprocess.Popen(
         [SERVICE, "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
