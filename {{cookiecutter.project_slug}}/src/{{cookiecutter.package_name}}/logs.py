@@ -49,7 +49,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        # `json.dumps(event, default=str)` would build a new encoder for every line: 4x the cost.
+        # `json.dumps(event, default=str)` would build a new encoder for every line.
         self.encode = json.JSONEncoder(default=str).encode
         self.second: tuple[int, str] = (-1, "")
 
@@ -124,5 +124,7 @@ def configure_logging(level: int, log_format: Literal["json", "console"], releas
     # uvicorn writes access lines only if this logger has a handler; the request-id middleware writes ours.
     logging.getLogger("uvicorn.access").handlers.clear()
     logging.getLogger("uvicorn.access").propagate = False
+    # Alembic announces each of its built-in plugins at INFO when it loads them: noise at every start.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Python warnings become log events too, instead of bare text on stderr.
     logging.captureWarnings(True)
