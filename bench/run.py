@@ -17,6 +17,7 @@ import importlib.metadata
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -53,8 +54,10 @@ def main() -> None:
     # Processes run from other folders: every path absolute.
     args.service, args.out = args.service.resolve(), args.out.resolve()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # Each process's output, from this run only: the service's JSON lines are its log sink.
     logs = args.out.parent / "logs"
-    logs.mkdir(exist_ok=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
     # No .env here: the service sees only what the benchmark exports.
     workdir = args.out.parent / "run"
     workdir.mkdir(exist_ok=True)
