@@ -65,11 +65,18 @@ def own_redis_database(server_url: str) -> Iterator[str]:
     """A Redis database number no test run or other benchmark holds, emptied before and after."""
     token = secrets.token_hex(8)
     claims = redis.Redis.from_url(with_database(server_url, "0"))
+    # Empty databases first, high numbers first: a database that holds keys, or a low number, is more
+    # likely used by something that never claims (a job queue shared by mistake stalls the job rounds).
+    sizes = {}
+    for candidate in REDIS_DATABASES:
+        with redis.Redis.from_url(with_database(server_url, str(candidate))) as database:
+            sizes[candidate] = database.dbsize()
+    by_preference = sorted(REDIS_DATABASES, key=lambda candidate: (sizes[candidate] > 0, -candidate))
     number = next(
         (
-            number
-            for number in REDIS_DATABASES
-            if claims.set(f"{REDIS_CLAIM_PREFIX}{number}", token, nx=True, ex=REDIS_CLAIM_SECONDS)
+            candidate
+            for candidate in by_preference
+            if claims.set(f"{REDIS_CLAIM_PREFIX}{candidate}", token, nx=True, ex=REDIS_CLAIM_SECONDS)
         ),
         None,
     )

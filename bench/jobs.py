@@ -17,7 +17,7 @@ from .reference.bare_celery import TASK, create_app
 # Clients posting items at once: enough to keep a one-process web server busy without queueing in it.
 POSTING_CLIENTS = 8
 # How long a round may take before the benchmark gives up on it, and how often it looks.
-ROUND_TIMEOUT = 300.0
+ROUND_TIMEOUT = 120.0
 POLL_INTERVAL = 0.01
 
 

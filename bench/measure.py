@@ -48,6 +48,9 @@ class Load:
     p99_ms: float
     # Connection errors, timeouts and non-2xx/3xx answers: a fast error is not throughput.
     errors: int
+    # CPU time the server process spent per request answered. On a shared machine this moves far less
+    # than the request rate does, because time spent waiting for a CPU is not counted.
+    cpu_us_per_request: float
 
 
 def free_port() -> int:
@@ -58,9 +61,10 @@ def free_port() -> int:
 
 
 def load(
-    url: str, *, seconds: float, connections: int, threads: int, random_items: int | None = None
+    url: str, *, server: int, seconds: float, connections: int, threads: int, random_items: int | None = None
 ) -> Load:
-    """Drive `url` with wrk for `seconds`; with `random_items`, GET /items/<random id up to it>."""
+    """Drive `url` (served by process `server`) with wrk for `seconds`; with `random_items`, GET
+    /items/<random id up to it>."""
     script = WRK_REPORT + (WRK_RANDOM_ITEM if random_items else "")
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
@@ -78,14 +82,24 @@ def load(
         ]
         if random_items:
             command += ["--", str(random_items)]
+        cpu_before = cpu_seconds(server)
         finished = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+        cpu = cpu_seconds(server) - cpu_before
     report = json.loads(finished.stdout.strip().splitlines()[-1])
     return Load(
         requests_per_second=report["requests"] / (report["duration_us"] / 1e6),
         p50_ms=report["p50_us"] / 1000,
         p99_ms=report["p99_us"] / 1000,
         errors=report["errors"],
+        cpu_us_per_request=cpu * 1e6 / max(report["requests"], 1),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def get_status(port: int, path: str, timeout: float = 1.0) -> int | None:

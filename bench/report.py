@@ -49,8 +49,8 @@ def met(value: float, goal: tuple[str, float] | None) -> str:
 def endpoint_table(endpoints: Sequence[EndpointRounds]) -> list[str]:
     lines = [
         "| endpoint | reference | service req/s | reference req/s | ratio | service p50 / p99 ms "
-        "| reference p50 / p99 ms | p99 ratio | errors | goal |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| reference p50 / p99 ms | p99 ratio | CPU µs/request | CPU ratio | errors | goal |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in endpoints:
         ratio = row.median(lambda s, r: s.requests_per_second / r.requests_per_second)
@@ -67,7 +67,11 @@ def endpoint_table(endpoints: Sequence[EndpointRounds]) -> list[str]:
             f"| {ratio:.2f} "
             f"| {row.median(lambda s, r: s.p50_ms):.1f} / {row.median(lambda s, r: s.p99_ms):.1f} "
             f"| {row.median(lambda s, r: r.p50_ms):.1f} / {row.median(lambda s, r: r.p99_ms):.1f} "
-            f"| {p99_ratio:.1f}x | {errors} / {reference_errors} | {', '.join(goals)} |"
+            f"| {p99_ratio:.1f}x "
+            f"| {row.median(lambda s, r: s.cpu_us_per_request):.0f} / "
+            f"{row.median(lambda s, r: r.cpu_us_per_request):.0f} "
+            f"| {row.median(lambda s, r: r.cpu_us_per_request / s.cpu_us_per_request):.2f} "
+            f"| {errors} / {reference_errors} | {', '.join(goals)} |"
         )
     return lines
 

@@ -18,6 +18,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import backing, jobs, measure
 from .report import Comparison, EndpointRounds, comparison_table, endpoint_table
@@ -51,6 +53,10 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    # Stopped early (Ctrl-C, a test's timeout), still stop every process and drop the database: the
+    # context managers below clean up on SystemExit. A background shell may have set SIGINT to ignore.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Processes run from other folders: every path absolute.
     args.service, args.out = args.service.resolve(), args.out.resolve()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +196,9 @@ class Bench:
             "",
             *comparison_table([startup, memory, throughput]),
             "",
+            "CPU µs/request: the server process's CPU time per answered request (service / reference); "
+            "CPU ratio: the reference's over the service's, read like the req/s ratio but far steadier on a "
+            "shared machine, because time spent waiting for a CPU is not counted. "
             "Errors: connection errors, timeouts and non-2xx/3xx answers (service / reference), all rounds. "
             "The service runs as `<slug> web` (one uvicorn worker, JSON logs to a file, every middleware) "
             "with its default settings; the bare Celery worker shares the service's delivery guarantees "
@@ -197,6 +206,8 @@ class Bench:
         ]
 
     processes: dict[str, subprocess.Popen[bytes]]
+    # The process serving each port, whose CPU time a load round reads.
+    pids: dict[int, int]
 
     @contextmanager
     def web_servers(self) -> Iterator[tuple[int, int, int]]:
@@ -224,6 +235,7 @@ class Bench:
             ),
         }
         self.processes = {}
+        self.pids = {}
         with ExitStack() as stack:
             for name, (command, env, path) in commands.items():
                 cwd = TEMPLATE_ROOT if name != "service web" else self.workdir
@@ -231,11 +243,13 @@ class Bench:
                 process = stack.enter_context(measure.running(command, env=env, cwd=cwd, log=log))
                 measure.wait_for_status(ports[name], path, process, interval=0.1)
                 self.processes[name] = process
+                self.pids[ports[name]] = process.pid
             yield ports["service web"], ports["hello"], ports["pk read"]
 
     def load(self, url: str, random_items: int | None, seconds: float | None = None) -> measure.Load:
         return measure.load(
             url,
+            server=self.pids[urlsplit(url).port or 80],
             seconds=self.args.seconds if seconds is None else seconds,
             connections=self.args.connections,
             threads=self.args.threads,
