@@ -36,6 +36,8 @@ class Comparison:
     reference: Sequence[float]
     # The goal on service / reference, as "<= 2.5" or ">= 0.5"; None when there is none.
     goal: tuple[str, float] | None
+    # When the reference counts something else (tasks, not items).
+    reference_unit: str | None = None
 
 
 def met(value: float, goal: tuple[str, float] | None) -> str:
@@ -87,6 +89,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> list[str]:
         ratio = service / reference
         lines.append(
             f"| {row.measure} | {service:,.0f} {row.unit} "
-            f"| {reference:,.0f} {row.unit} ({row.reference_name}) | {ratio:.2f} | {met(ratio, row.goal)} |"
+            f"| {reference:,.0f} {row.reference_unit or row.unit} ({row.reference_name}) "
+            f"| {ratio:.2f} | {met(ratio, row.goal)} |"
         )
     return lines

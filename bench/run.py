@@ -322,6 +322,7 @@ class Bench:
             "bare Celery task round trip",
             bare,
             (">=", 0.5),
+            reference_unit="tasks/s",
         )
 
     @staticmethod
