@@ -124,8 +124,6 @@ def configure_logging(level: int, log_format: Literal["json", "console"], releas
     # uvicorn writes access lines only if this logger has a handler; the request-id middleware writes ours.
     logging.getLogger("uvicorn.access").handlers.clear()
     logging.getLogger("uvicorn.access").propagate = False
-    # Alembic announces each of its built-in plugins at INFO when it loads them: noise at every start.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Python warnings become log events too, instead of bare text on stderr.
     logging.captureWarnings(True)
     # Alembic announces each of its built-in plugins at INFO whenever it is imported, as the web process
