@@ -248,10 +248,10 @@ MALFORMED = {
     "LOG_FORMAT": "xml",
     "DB_POOL_SIZE": "ten",
     "DB_MAX_OVERFLOW": "-1",
+    "FORWARDED_ALLOW_ALL": "sometimes",
     "GRACEFUL_TIMEOUT": "30",
     "WORKER_CONCURRENCY": "1.5",
     "JOB_TIME_LIMIT": "0",
-    "REQUEUE_PENDING_AFTER": "5m",
     "ALLOWED_HOSTS": "https://example.com",
     "MAX_BODY_BYTES": "1MB",
 }
