@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import celery.apps.worker
+import celery.worker.state
 from celery import Celery, signals
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -220,6 +221,9 @@ def stop_when_idle_or_at_deadline(worker: Any, grace_seconds: float) -> threadin
     main_process = os.getpid()
 
     def cancel_what_still_runs() -> None:
+        # Jobs all done, Celery only closing: a cold shutdown nested in those steps could deadlock.
+        if not celery.worker.state.active_requests:
+            return
         logger.warning("Jobs still running %g s after SIGTERM go back to the queue", grace_seconds)
         os.kill(main_process, signal.SIGQUIT)
 
