@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import tasks
+from . import events, tasks
 from .database import create_sync_database_engine
 from .logs import configure_logging, request_id
 from .reconnect import PromptlyReconnecting
@@ -128,26 +128,38 @@ def broker_tls(broker_url: str) -> dict[str, Any] | None:
     return {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
-def register_jobs(app: Celery, engine: Engine) -> None:
+def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:
     """Bind the jobs in tasks.py to Celery message names, each in its own database transaction.
 
     A job that raises is acknowledged and forgotten by Celery, so one that fails because the database is
     unreachable (OperationalError, InterfaceError) is published again, with a growing delay, instead.
     """
 
+    retried_while_database_is_down = {
+        "autoretry_for": (OperationalError, InterfaceError),
+        "retry_backoff": True,
+        "retry_backoff_max": DATABASE_RETRY_MAX_SECONDS,
+        "max_retries": None,
+    }
+    announce = settings.events_url is not None
+
     def process_item(item_id: int) -> None:
         with Session(engine) as session, session.begin():
-            done = tasks.process_item(session, item_id)
+            done = tasks.process_item(session, item_id, announce)
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
-    app.task(
-        name=tasks.PROCESS_ITEM,
-        autoretry_for=(OperationalError, InterfaceError),
-        retry_backoff=True,
-        retry_backoff_max=DATABASE_RETRY_MAX_SECONDS,
-        max_retries=None,
-    )(process_item)
+    def handle_event(event_id: str) -> None:
+        with Session(engine) as session, session.begin():
+            handled = tasks.handle_event(session, event_id)
+        outcome = "handled" if handled else "already handled, or gone"
+        logger.info("Received event %s: %s", event_id, outcome, extra={"event_id": event_id})
+
+    delivery = events.Delivery(engine, settings)
+    app.task(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(process_item)
+    app.task(name=tasks.HANDLE_EVENT, **retried_while_database_is_down)(handle_event)
+    app.task(name=events.DELIVER_EVENT, **retried_while_database_is_down)(delivery.deliver)
+    return delivery
 
 
 def propagate_request_ids() -> None:
@@ -207,12 +219,14 @@ def run_worker(settings: Settings) -> int:
     """`<slug> worker`: consume jobs until stopped; returns the exit code."""
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
-    register_jobs(app, engine)
+    delivery = register_jobs(app, engine, settings)
     use_service_logging(settings)
     announce_in_log_format()
     propagate_request_ids()
     # Pool processes are forked from this one: database connections must not cross processes.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
+    # Each pool process opened its own HTTP connections (events.py); close them as it stops.
+    signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
     worker = app.Worker(
         concurrency=settings.worker_concurrency,
         loglevel=logging.getLevelName(settings.log_level),
@@ -226,6 +240,7 @@ def run_worker(settings: Settings) -> int:
     stop_requests: list[str] = []
     signals.worker_shutting_down.connect(lambda sig, **_: stop_requests.append(sig), weak=False)
     worker.start()
+    delivery.close()
     engine.dispose()
     # Celery reports a soft (cold) shutdown as a failure; a stop the platform asked for is a clean exit.
     if stop_requests and stop_requests[0] in STOP_SIGNALS:
