@@ -1,0 +1,402 @@
+"""Events between apps: signed, retried with backoff, recorded once. Real PostgreSQL, a real HTTP server.
+
+The outgoing side (events.py) is tested against a small HTTP server on 127.0.0.1 that answers what each
+test scripts; the incoming side (POST /events) through the app. The template's slow tier runs two whole
+services against each other (tests/test_events.py at the template's root).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from {{ cookiecutter.package_name }} import events, signing
+from {{ cookiecutter.package_name }}.models import DeliveryStatus, EventDelivery, OutboxJob, ReceivedEvent
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.tasks import HANDLE_EVENT, handle_event, process_item
+from {{ cookiecutter.package_name }}.web.app import create_app
+
+from conftest import add_items
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
+SECRET = "events-secret-" + "s" * 32
+PREVIOUS_SECRET = "events-previous-" + "p" * 32
+# Nothing listens on port 1: a connection is refused at once, as by a receiver that is down.
+REFUSING_URL = "http://127.0.0.1:1/events"
+
+
+@dataclasses.dataclass
+class Received:
+    body: bytes
+    signature: str | None
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 answering each POST with the next scripted (status, headers)."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str]]]) -> None:
+        self.answers = answers
+        self.received: list[Received] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                receiver.received.append(
+                    Received(self.rfile.read(length), self.headers.get("X-Event-Signature"))
+                )
+                status, headers = receiver.answers.pop(0) if receiver.answers else (200, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver([])
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def attached(settings: Settings, url: str, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, events_url=url, events_secret=SECRET, **changes)
+
+
+def done_item_with_event(engine: Engine) -> str:
+    """An item processed with events attached; returns its event's id."""
+    [item_id] = add_items(engine, 1)
+    with Session(engine) as session, session.begin():
+        assert process_item(session, item_id, announce=True)
+    with Session(engine) as session:
+        return session.scalars(select(EventDelivery.id)).one()
+
+
+def event_of(engine: Engine, event_id: str) -> EventDelivery:
+    with Session(engine) as session:
+        event = session.get(EventDelivery, event_id)
+        assert event is not None
+        return event
+
+
+def delivery_jobs(engine: Engine) -> list[OutboxJob]:
+    with Session(engine) as session:
+        return list(session.scalars(select(OutboxJob).where(OutboxJob.task == events.DELIVER_EVENT)))
+
+
+def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(engine: Engine) -> None:
+    [item_id] = add_items(engine, 1)
+    with Session(engine) as session:
+        session.begin()
+        process_item(session, item_id, announce=True)
+        session.rollback()  # the item's transaction fails: no event either
+    assert delivery_jobs(engine) == []
+
+    event_id = done_item_with_event(engine)
+
+    event = event_of(engine, event_id)
+    assert (event.type, event.status, event.attempts) == ("item.done", DeliveryStatus.PENDING, 0)
+    assert event.data["status"] == "done"
+    [job] = delivery_jobs(engine)
+    assert job.args == [event_id]
+    assert job.due_at <= datetime.now(UTC)
+
+
+def test_a_detached_service_records_no_event(engine: Engine) -> None:
+    [item_id] = add_items(engine, 1)
+    with Session(engine) as session, session.begin():
+        assert process_item(session, item_id, announce=False)
+
+    assert delivery_jobs(engine) == []
+    with Session(engine) as session:
+        assert session.scalars(select(EventDelivery)).all() == []
+
+
+def test_a_delivered_event_is_signed_and_carries_its_id_and_timestamp(
+    engine: Engine, settings: Settings, receiver: Receiver
+) -> None:
+    event_id = done_item_with_event(engine)
+    delivery = events.Delivery(engine, attached(settings, receiver.url))
+
+    assert delivery.deliver(event_id) is events.Verdict.DELIVERED
+    delivery.close()
+
+    [received] = receiver.received
+    assert signing.is_signed(received.body, received.signature, [SECRET])
+    document = json.loads(received.body)
+    assert document["id"] == event_id
+    assert document["type"] == "item.done"
+    assert abs(document["timestamp"] - time.time()) < 60
+    event = event_of(engine, event_id)
+    assert (event.status, event.attempts, event.last_status) == (DeliveryStatus.DELIVERED, 1, 200)
+    assert delivery.deliver(event_id) is None, "a delivered event is never sent again"
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.parametrize("answer", [500, 503, 429, 408, None])
+def test_network_errors_5xx_and_429_are_retried_later(
+    engine: Engine, settings: Settings, receiver: Receiver, answer: int | None
+) -> None:
+    event_id = done_item_with_event(engine)
+    url = REFUSING_URL if answer is None else receiver.url
+    receiver.answers.append((answer or 200, {}))
+    delivery = events.Delivery(engine, attached(settings, url))
+    before = datetime.now(UTC)
+
+    assert delivery.deliver(event_id) is events.Verdict.RETRY
+    delivery.close()
+
+    event = event_of(engine, event_id)
+    assert (event.status, event.attempts, event.last_status) == (DeliveryStatus.PENDING, 1, answer)
+    assert (event.last_error is not None) == (answer is None)
+    retry = delivery_jobs(engine)[-1]
+    assert retry.args == [event_id]
+    assert before + timedelta(seconds=0.5) <= retry.due_at <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
+def test_other_4xx_fail_the_event_at_once_without_a_retry(
+    engine: Engine, settings: Settings, receiver: Receiver, status: int
+) -> None:
+    event_id = done_item_with_event(engine)
+    receiver.answers.append((status, {}))
+    delivery = events.Delivery(engine, attached(settings, receiver.url))
+    jobs_before = len(delivery_jobs(engine))
+
+    assert delivery.deliver(event_id) is events.Verdict.REFUSED
+    delivery.close()
+
+    event = event_of(engine, event_id)
+    assert (event.status, event.attempts, event.last_status) == (DeliveryStatus.FAILED, 1, status)
+    assert len(delivery_jobs(engine)) == jobs_before, "no retry scheduled"
+
+
+def test_retry_after_from_the_receiver_is_honoured(
+    engine: Engine, settings: Settings, receiver: Receiver
+) -> None:
+    event_id = done_item_with_event(engine)
+    receiver.answers.append((429, {"Retry-After": "120"}))
+    delivery = events.Delivery(engine, attached(settings, receiver.url))
+    before = datetime.now(UTC)
+
+    assert delivery.deliver(event_id) is events.Verdict.RETRY
+    delivery.close()
+
+    retry = delivery_jobs(engine)[-1]
+    assert retry.due_at >= before + timedelta(seconds=120)
+
+
+def test_the_last_allowed_attempt_fails_the_event(engine: Engine, settings: Settings) -> None:
+    event_id = done_item_with_event(engine)
+    delivery = events.Delivery(engine, attached(settings, REFUSING_URL, events_max_attempts=2))
+
+    verdicts = [delivery.deliver(event_id), delivery.deliver(event_id), delivery.deliver(event_id)]
+    delivery.close()
+
+    assert verdicts == [events.Verdict.RETRY, events.Verdict.REFUSED, None]
+    event = event_of(engine, event_id)
+    assert (event.status, event.attempts) == (DeliveryStatus.FAILED, 2)
+
+
+def test_redrive_gives_a_failed_event_fresh_attempts(
+    engine: Engine, settings: Settings, receiver: Receiver
+) -> None:
+    event_id = done_item_with_event(engine)
+    receiver.answers.append((400, {}))
+    delivery = events.Delivery(engine, attached(settings, receiver.url))
+    assert delivery.deliver(event_id) is events.Verdict.REFUSED
+
+    with Session(engine) as session, session.begin():
+        assert events.redrive(session, None) == [event_id]
+    assert event_of(engine, event_id).status is DeliveryStatus.PENDING
+    assert delivery_jobs(engine)[-1].due_at <= datetime.now(UTC)
+    assert delivery.deliver(event_id) is events.Verdict.DELIVERED
+    delivery.close()
+
+    assert event_of(engine, event_id).status is DeliveryStatus.DELIVERED
+    with Session(engine) as session, session.begin():
+        assert events.redrive(session, [event_id]) == [], "a delivered event is not re-driven"
+
+
+def test_backoff_doubles_with_jitter_up_to_ten_minutes() -> None:
+    rng = random.Random(13)  # noqa: S311 - jitter, not cryptography
+    for attempts, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 512.0), (11, 600.0), (40, 600.0)]:
+        delays = [events.retry_delay(attempts, None, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+        assert len(set(delays)) > 1, "jittered"
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    at = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+    assert events.parse_retry_after("30", at) == 30.0
+    assert events.parse_retry_after("Sun, 29 Nov 2026 12:01:00 GMT", at) == 60.0
+    assert events.parse_retry_after("soon", at) is None
+    assert events.parse_retry_after(None, at) is None
+
+
+# --- Incoming: POST /events ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiving(settings: Settings, truncate_items: Any) -> Iterator[TestClient]:
+    from starlette.testclient import TestClient
+
+    truncate_items()
+    rotating = dataclasses.replace(settings, events_secret=SECRET, events_secret_previous=PREVIOUS_SECRET)
+    with TestClient(create_app(rotating)) as client:
+        yield client
+
+
+def signed_event(
+    event_id: str = "evt-1", timestamp: float | None = None, secret: str = SECRET
+) -> tuple[bytes, dict[str, str]]:
+    document = {
+        "id": event_id,
+        "type": "item.done",
+        "timestamp": int(time.time() if timestamp is None else timestamp),
+        "data": {"id": 1, "name": "one"},
+    }
+    body = json.dumps(document).encode()
+    headers = {"Content-Type": "application/json", "X-Event-Signature": signing.sign(body, secret)}
+    return body, headers
+
+
+def received_events(engine: Engine) -> list[ReceivedEvent]:
+    with Session(engine) as session:
+        return list(session.scalars(select(ReceivedEvent)))
+
+
+def handle_jobs(engine: Engine) -> list[OutboxJob]:
+    with Session(engine) as session:
+        return list(session.scalars(select(OutboxJob).where(OutboxJob.task == HANDLE_EVENT)))
+
+
+def test_a_new_signed_event_is_recorded_with_a_job_for_the_worker(
+    receiving: TestClient, engine: Engine
+) -> None:
+    body, headers = signed_event()
+
+    answer = receiving.post("/events", content=body, headers=headers)
+
+    assert answer.status_code == 202
+    assert answer.json() == {"id": "evt-1", "status": "accepted"}
+    [event] = received_events(engine)
+    assert (event.id, event.type, event.handled_at) == ("evt-1", "item.done", None)
+
+
+def test_a_second_delivery_of_an_event_is_a_200_that_changes_nothing(
+    receiving: TestClient, engine: Engine
+) -> None:
+    body, headers = signed_event()
+    assert receiving.post("/events", content=body, headers=headers).status_code == 202
+    recorded = [(e.id, e.received_at) for e in received_events(engine)]
+    body, headers = signed_event(timestamp=time.time() + 1)
+
+    answer = receiving.post("/events", content=body, headers=headers)
+
+    assert answer.status_code == 200
+    assert answer.json() == {"id": "evt-1", "status": "duplicate"}
+    assert [(e.id, e.received_at) for e in received_events(engine)] == recorded
+
+
+def test_an_event_signed_with_the_previous_secret_is_accepted(receiving: TestClient, engine: Engine) -> None:
+    body, headers = signed_event(secret=PREVIOUS_SECRET)
+
+    assert receiving.post("/events", content=body, headers=headers).status_code == 202
+
+
+@pytest.mark.parametrize("signature", [None, "sha256=" + "0" * 64, signing.sign(b"{}", SECRET)])
+def test_a_missing_or_forged_signature_is_a_401_that_changes_nothing(
+    receiving: TestClient, engine: Engine, signature: str | None
+) -> None:
+    body, headers = signed_event()
+    del headers["X-Event-Signature"]
+    if signature is not None:
+        headers["X-Event-Signature"] = signature
+
+    answer = receiving.post("/events", content=body, headers=headers)
+
+    assert answer.status_code == 401
+    assert answer.json()["error"]["status"] == 401
+    assert received_events(engine) == []
+
+
+def test_an_event_signed_with_another_secret_is_a_401(receiving: TestClient, engine: Engine) -> None:
+    body, headers = signed_event(secret="someone-else-" + "x" * 32)
+
+    assert receiving.post("/events", content=body, headers=headers).status_code == 401
+    assert received_events(engine) == []
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -3600])
+def test_a_stale_or_future_timestamp_is_a_400_that_changes_nothing(
+    receiving: TestClient, engine: Engine, skew: int
+) -> None:
+    body, headers = signed_event(timestamp=time.time() + skew)
+
+    answer = receiving.post("/events", content=body, headers=headers)
+
+    assert answer.status_code == 400
+    assert "timestamp" in answer.json()["error"]["message"]
+    assert received_events(engine) == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[]", b'{"id": "x"}', b'{"id": 1, "type": "t", "timestamp": 1, "data": {}}']
+)
+def test_a_signed_body_that_is_not_an_event_is_a_422(
+    receiving: TestClient, engine: Engine, body: bytes
+) -> None:
+    headers = {"Content-Type": "application/json", "X-Event-Signature": signing.sign(body, SECRET)}
+
+    answer = receiving.post("/events", content=body, headers=headers)
+
+    assert answer.status_code == 422
+    assert received_events(engine) == []
+
+
+def test_without_a_secret_every_incoming_event_is_a_401(client: TestClient, engine: Engine) -> None:
+    body, headers = signed_event()
+
+    assert client.post("/events", content=body, headers=headers).status_code == 401
+    assert received_events(engine) == []
+
+
+def test_the_worker_handles_a_received_event_once(receiving: TestClient, engine: Engine) -> None:
+    body, headers = signed_event()
+    assert receiving.post("/events", content=body, headers=headers).status_code == 202
+
+    with Session(engine) as session, session.begin():
+        assert handle_event(session, "evt-1") is True
+    with Session(engine) as session, session.begin():
+        assert handle_event(session, "evt-1") is False
+
+    [event] = received_events(engine)
+    assert event.handled_at is not None
