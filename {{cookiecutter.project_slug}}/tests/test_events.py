@@ -107,7 +107,8 @@ def event_of(engine: Engine, event_id: str) -> EventDelivery:
 
 def delivery_jobs(engine: Engine) -> list[OutboxJob]:
     with Session(engine) as session:
-        return list(session.scalars(select(OutboxJob).where(OutboxJob.task == events.DELIVER_EVENT)))
+        statement = select(OutboxJob).where(OutboxJob.task == events.DELIVER_EVENT).order_by(OutboxJob.id)
+        return list(session.scalars(statement))
 
 
 def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(engine: Engine) -> None:
@@ -125,7 +126,6 @@ def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(en
     assert event.data["status"] == "done"
     [job] = delivery_jobs(engine)
     assert job.args == [event_id]
-    assert job.due_at <= datetime.now(UTC)
 
 
 def test_a_detached_service_records_no_event(engine: Engine) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from . import outbox, signing
-from .models import DeliveryStatus, EventDelivery, Item
+from .models import DeliveryStatus, EventDelivery, Item, OutboxJob
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def record_item_done(session: Session, item: Item) -> EventDelivery:
-    """Record the `item.done` event and the job delivering it, in `session`'s transaction."""
+def record_item_done(session: Session, item: Item) -> OutboxJob:
+    """Record the `item.done` event and the job delivering it, in `session`'s transaction.
+
+    The worker publishes the job after its commit, as the web does its jobs (see outbox.py); the
+    clock's relay takes over if that publish fails.
+    """
     data = {"id": item.id, "name": item.name, "status": item.status.value, "digest": item.digest}
     event = EventDelivery(id=str(uuid.uuid4()), type=ITEM_DONE, data=data, attempts=0)
     session.add(event)
-    # Due at once: the clock's relay publishes it within its poll interval.
-    session.add(outbox.record_job(DELIVER_EVENT, [event.id], None, delay=timedelta(0)))
-    return event
+    job = outbox.record_job(DELIVER_EVENT, [event.id], None)
+    session.add(job)
+    return job
 
 
 def body(event: EventDelivery, sent_at: datetime) -> bytes:

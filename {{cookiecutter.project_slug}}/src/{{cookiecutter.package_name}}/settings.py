@@ -72,7 +72,8 @@ class Settings:
     worker_concurrency: int
     job_time_limit: int
     release_id: str
-    events_url: str | None
+    # May carry credentials (https://user:password@...): shown only masked, by `displayed()`.
+    events_url: str | None = dataclasses.field(repr=False)
     events_secret: str | None = dataclasses.field(repr=False)
     events_secret_previous: str | None = dataclasses.field(repr=False)
     events_max_attempts: int

@@ -21,13 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import celery.apps.worker
 from celery import Celery, signals
-from sqlalchemy import Engine
+from sqlalchemy import Delete, Engine, Update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import events, tasks
+from . import events, outbox, tasks
 from .database import create_sync_database_engine
 from .logs import configure_logging, request_id
+from .models import OutboxJob
 from .reconnect import PromptlyReconnecting
 from .relay import OutboxRelay
 from .settings import Settings
@@ -144,8 +145,13 @@ def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Del
     announce = settings.events_url is not None
 
     def process_item(item_id: int) -> None:
-        with Session(engine) as session, session.begin():
-            done = tasks.process_item(session, item_id, announce)
+        with Session(engine, expire_on_commit=False) as session:
+            with session.begin():
+                done = tasks.process_item(session, item_id, announce)
+                # The jobs this transaction recorded (the item's event): published after the commit.
+                recorded = [row for row in session.new if isinstance(row, OutboxJob)]
+            for job in recorded:
+                publish_recorded(app, session, job)
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
@@ -160,6 +166,22 @@ def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Del
     app.task(name=tasks.HANDLE_EVENT, **retried_while_database_is_down)(handle_event)
     app.task(name=events.DELIVER_EVENT, **retried_while_database_is_down)(delivery.deliver)
     return delivery
+
+
+def publish_recorded(app: Celery, session: Session, job: OutboxJob) -> None:
+    """The worker's fast path for a job it recorded in the outbox, like the web's (see web/jobs.py):
+    published, its row is deleted; not published, it is made due for the clock's relay at once."""
+    outcome: Delete | Update
+    try:
+        app.send_task(job.task, args=job.args)
+    except Exception as exc:  # kombu raises several unrelated classes for one broken broker
+        logger.warning("Could not enqueue %s: %s", job.task, exc.__class__.__name__, extra={"job": job.task})
+        outcome = outbox.publish_failed(job.id)
+    else:
+        outcome = outbox.published(job.id)
+    # If even this fails, the row stays and the relay takes it over after outbox.FAST_PATH_GRACE.
+    with session.begin():
+        session.execute(outcome)
 
 
 def propagate_request_ids() -> None:
