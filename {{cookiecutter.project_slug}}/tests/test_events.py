@@ -21,11 +21,27 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from {{ cookiecutter.package_name }} import events, signing
-from {{ cookiecutter.package_name }}.models import DeliveryStatus, EventDelivery, OutboxJob, ReceivedEvent
-from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.tasks import HANDLE_EVENT, handle_event, process_item
-from {{ cookiecutter.package_name }}.web.app import create_app
+from {{ cookiecutter.package_name }} import (
+    events,
+    signing,
+)
+from {{ cookiecutter.package_name }}.models import (
+    DeliveryStatus,
+    EventDelivery,
+    OutboxJob,
+    ReceivedEvent,
+)
+from {{ cookiecutter.package_name }}.settings import (
+    Settings,
+)
+from {{ cookiecutter.package_name }}.tasks import (
+    HANDLE_EVENT,
+    handle_event,
+    process_item,
+)
+from {{ cookiecutter.package_name }}.web.app import (
+    create_app,
+)
 
 from conftest import add_items
 
