@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -44,6 +45,10 @@ from {{ cookiecutter.package_name }}.web.app import (
 )
 
 from conftest import add_items
+from processes import (
+    running_worker,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
@@ -52,6 +57,8 @@ SECRET = "events-secret-" + "s" * 32
 PREVIOUS_SECRET = "events-previous-" + "p" * 32
 # Nothing listens on port 1: a connection is refused at once, as by a receiver that is down.
 REFUSING_URL = "http://127.0.0.1:1/events"
+# Seconds from a posted item to its event at the receiver; usually well under one.
+DELIVERY_TIMEOUT = 60.0
 
 
 @dataclasses.dataclass
@@ -416,3 +423,27 @@ def test_the_worker_handles_a_received_event_once(receiving: TestClient, engine:
 
     [event] = received_events(engine)
     assert event.handled_at is not None
+
+
+# --- Factor IV: attached by a URL in the configuration, detached by unsetting it ---------------------------
+
+
+def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_it(
+    client: TestClient, engine: Engine, service_env: dict[str, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    attached_env = {**service_env, "EVENTS_URL": receiver.url, "EVENTS_SECRET": SECRET}
+    with running_worker(attached_env, tmp_path):
+        attached = client.post("/items", json={"name": "announced"}).json()["id"]
+        wait_until(lambda: receiver.received or None, DELIVERY_TIMEOUT, "the event at the receiver")
+    with running_worker(service_env, tmp_path, "detached-worker"):
+        detached = client.post("/items", json={"name": "not announced"}).json()["id"]
+        wait_until(
+            lambda: client.get(f"/items/{detached}").json()["status"] == "done", DELIVERY_TIMEOUT, "item done"
+        )
+
+    [received] = receiver.received
+    assert signing.is_signed(received.body, received.signature, [SECRET])
+    assert json.loads(received.body)["data"]["id"] == attached
+    with Session(engine) as session:
+        recorded = session.scalars(select(EventDelivery)).all()
+    assert [json.loads(received.body)["id"]] == [event.id for event in recorded]
