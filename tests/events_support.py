@@ -1,7 +1,7 @@
 """Two baked services attached to each other by URL, for tests/test_events.py.
 
-A and B are the same installed bake run twice, each with its own database and Redis database number on the
-shared servers (never stopped here): A sends `item.done` events to B's POST /events with a shared secret.
+A and B are the same installed bake run twice, each with its own database (on the shared PostgreSQL) and
+its own private redis-server: A sends `item.done` events to B's POST /events with a shared secret.
 `ScriptedReceiver` stands in for B when a test needs B to answer something B would not (a 500, a 400).
 """
 

@@ -1,7 +1,8 @@
 """Other apps as backing services: service A sends `item.done` events to service B, attached by URL.
 
 Slow: the default bake is installed once and run as two apps (see events_support.py), each with its own
-database and Redis database on the shared servers. A runs web, worker and clock; B runs web and worker.
+database on the shared PostgreSQL and its own private redis-server (fault_support.py): nothing another
+test run does to the shared Redis can reach them. A runs web, worker and clock; B runs web and worker.
 Every wait is a polled condition with a generous bound; the times measured are printed (`pytest -s`).
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 from events_support import App, scripted_receiver, signature
-from processes import free_port, fresh_database, http, own_redis_database, poll
+from fault_support import private_redis
+from processes import free_port, fresh_database, http, poll
 from support import InstalledService, Installer
 
 pytestmark = pytest.mark.slow
@@ -37,9 +39,9 @@ def app(name: str, service: InstalledService, servers: dict[str, str], folder: P
     folder.mkdir()
     with (
         fresh_database(service, servers["DATABASE_URL"], folder) as database_url,
-        own_redis_database(service, servers["REDIS_URL"], folder) as redis_url,
+        private_redis() as redis,
     ):
-        attached = App(name, service, database_url, redis_url, free_port(), folder)
+        attached = App(name, service, database_url, redis.url, free_port(), folder)
         attached.migrate()
         yield attached
 
