@@ -392,7 +392,15 @@ def test_a_stale_or_future_timestamp_is_a_400_that_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "body", [b"not json", b"[]", b'{"id": "x"}', b'{"id": 1, "type": "t", "timestamp": 1, "data": {}}']
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"id": "x"}',
+        b'{"id": 1, "type": "t", "timestamp": 1, "data": {}}',
+        b'{"id": "x", "type": "t", "timestamp": 1e400, "data": {}}',
+        b'{"id": "x", "type": "t", "timestamp": 100000000000000000000000000000, "data": {}}',
+    ],
 )
 def test_a_signed_body_that_is_not_an_event_is_a_422(
     receiving: TestClient, engine: Engine, body: bytes

@@ -37,7 +37,8 @@ TOLERANCE = 300
 class IncomingEvent(Schema):
     id = fields.String(required=True, validate=[validate.Length(min=1, max=100), plain_text])
     type = fields.String(required=True, validate=[validate.Length(min=1, max=64), plain_text])
-    timestamp = fields.Integer(required=True, strict=True)
+    # Unix seconds; bounded, so a huge number is a 422 rather than an overflow in the window check.
+    timestamp = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10**12))
     data = fields.Dict(required=True)
 
 
