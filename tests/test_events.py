@@ -104,7 +104,7 @@ def received_in_b(b: App, event_id: str) -> list[list[Any]]:
 
 
 def test_an_item_done_in_a_arrives_in_b_exactly_once(a: App, b: App) -> None:
-    with b.formation(), a.formation(EVENTS_URL=b.events_url):
+    with b.formation(clock=False), a.formation(clock=False, EVENTS_URL=b.events_url):
         began = time.monotonic()
         item_id = create_item(a)
         delivery = wait_for_delivery(a, item_id, "delivered")
@@ -195,11 +195,11 @@ def test_forged_stale_and_replayed_events_get_their_documented_status_from_b_and
 
 
 def test_detaching_by_unsetting_events_url_stops_deliveries_with_no_code_change(a: App, b: App) -> None:
-    with b.formation():
-        with a.formation(EVENTS_URL=b.events_url):
+    with b.formation(clock=False):
+        with a.formation(clock=False, EVENTS_URL=b.events_url):
             attached = create_item(a)
             wait_for_delivery(a, attached, "delivered")
-        with a.formation():
+        with a.formation(clock=False):
             detached = create_item(a)
             done = poll(
                 lambda: a.query(f"SELECT status FROM items WHERE id = {detached}") == [["done"]],
