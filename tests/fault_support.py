@@ -1,4 +1,5 @@
-"""Private backing services that the fault tests may stop and start, and a small load client.
+"""Private backing services that the fault tests may stop, freeze and start, and the service's processes
+running on them.
 
 The shared PostgreSQL (5432) and Redis (6379) are never touched: each fault test module starts its own
 `redis-server` and its own PostgreSQL cluster (`initdb` + `pg_ctl`, run as the `postgres` user because
@@ -9,23 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from subprocess import DEVNULL, Popen
 from typing import Any
 
 import pytest
-from processes import free_port, poll
-from support import InstalledService, assert_succeeded, run
+from processes import answers_health, free_port, http, poll, process_group
+from support import InstalledService, assert_succeeded, clean_environment, run
 
 # Seconds a private server may take to start or stop on a busy machine.
 SERVER_TIMEOUT = 60.0
@@ -159,8 +160,6 @@ class PrivateRedis:
         self.process = None
 
     def answers(self) -> bool:
-        import socket
-
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
             connection.sendall(b"PING\r\n")
             return connection.recv(16).startswith(b"+PONG")
@@ -238,68 +237,106 @@ def row_locked(installed: InstalledService, url: str, item_id: int) -> Iterator[
         locker.wait(timeout=30)
 
 
-# --- Load ------------------------------------------------------------------------------------------------
+# --- The service's processes on the private servers -----------------------------------------------------
+
+# Shared by every process of one test run, as on a platform.
+SECRET_KEY = secrets.token_urlsafe(48)
+# Seconds a process may take to start on a busy machine.
+STARTUP = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Outcome:
-    """One request as a client saw it: when it was sent (monotonic), and its status or the error."""
-
-    method: str
-    path: str
-    sent_at: float
-    status: int | None
-    error: str | None
+class Servers:
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+    database_url: str
 
 
-def request(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> Outcome:
-    """One request on a fresh connection (as a client behind a load balancer makes them)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    sent_at = time.monotonic()
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        connection.request(method, path, body=payload, headers=headers)
-        sent_at = time.monotonic()
-        response = connection.getresponse()
-        response.read()
-        return Outcome(method, path, sent_at, response.status, None)
-    except OSError as exc:  # refused, reset, timed out, closed early (RemoteDisconnected)
-        return Outcome(method, path, sent_at, None, exc.__class__.__name__)
-    finally:
-        connection.close()
+@contextlib.contextmanager
+def private_servers(service: InstalledService) -> Iterator[Servers]:
+    """A private PostgreSQL cluster with the service's database migrated, and a private Redis."""
+    with private_postgres() as postgres, private_redis() as redis:
+        sql(service, postgres.server_url, "CREATE DATABASE faults")
+        database_url = postgres.server_url.rsplit("/", 1)[0] + "/faults"
+        env = clean_environment(DATABASE_URL=database_url, REDIS_URL=redis.url, SECRET_KEY=SECRET_KEY)
+        assert_succeeded(run([service.script, "migrate"], cwd=service.project, env=env, timeout=120))
+        yield Servers(postgres, redis, database_url)
 
 
-RequestMaker = Callable[[int], Outcome]
+def reset(service: InstalledService, servers: Servers) -> Servers:
+    """Both private servers running (an earlier test may have failed with one stopped), with no items,
+    no outbox rows and an empty broker."""
+    if not servers.postgres.is_running():
+        servers.postgres.start()
+    if servers.redis.process is None:
+        servers.redis.start()
+    sql(service, servers.database_url, "TRUNCATE items, job_outbox RESTART IDENTITY")
+    cli = ["redis-cli", "-p", str(servers.redis.port), "flushall"]
+    assert_succeeded(run(cli, cwd=service.project, timeout=30))
+    return servers
 
 
-def run_load(make: RequestMaker, *, clients: int, per_client: int, stop: threading.Event) -> list[Outcome]:
-    """`clients` threads each making up to `per_client` requests (`make(n)`), until `stop` is set or a
-    client meets a refused connection (the server has gone). Bounded in count."""
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
+@dataclasses.dataclass
+class Running:
+    """A service process started by a test: its process, output file and (for web) base URL."""
 
-    def client(number: int) -> None:
-        for sequence in range(per_client):
-            if stop.is_set():
-                return
-            outcome = make(number * per_client + sequence)
-            with lock:
-                outcomes.append(outcome)
-            if outcome.error == "ConnectionRefusedError":
-                return
+    process: subprocess.Popen[bytes]
+    output: Path
+    port: int
 
-    threads = [threading.Thread(target=client, args=(number,), daemon=True) for number in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    return outcomes
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.output.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    found.append(event)
+        return found
+
+    def messages(self) -> list[str]:
+        return [str(event.get("message")) for event in self.events()]
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
+@contextlib.contextmanager
+def started(
+    service: InstalledService, servers: Servers, command: str, tmp_path: Path, **settings: str
+) -> Iterator[Running]:
+    """`<slug> <command>` on the private servers, default settings plus `settings`; killed at the end."""
+    port = free_port()
+    env = clean_environment(
+        DATABASE_URL=servers.database_url,
+        REDIS_URL=servers.redis.url,
+        SECRET_KEY=SECRET_KEY,
+        LOG_FORMAT="json",
+        PORT=str(port),
+        **settings,
+    )
+    output = tmp_path / f"{command}-{port}.log"
+    workdir = tmp_path / "workdir"
+    workdir.mkdir(exist_ok=True)
+    with process_group([service.script, command], workdir, env, output) as process:
+        running = Running(process, output, port)
+        if command == "web":
+            assert answers_health(running.base_url), f"web never answered /healthz:\n{output.read_text()}"
+        if command == "worker":
+            ready = poll(lambda: any(m.endswith(" ready.") for m in running.messages()), STARTUP)
+            assert ready, f"the worker never said it was ready:\n{output.read_text()}"
+        yield running
+
+
+def item_status(web: Running, item_id: int) -> str | None:
+    answer = http("GET", f"{web.base_url}/items/{item_id}", timeout=10)
+    return str(answer.json()["status"]) if answer.status == 200 else None
+
+
+def wait_until_done(web: Running, item_id: int, bound: float) -> float:
+    """Seconds until the item is done; fails the test past `bound`."""
+    began = time.monotonic()
+    assert poll(lambda: item_status(web, item_id) == "done", bound), (
+        f"item {item_id} not done within {bound} s"
+    )
+    return time.monotonic() - began

@@ -4,18 +4,26 @@
 messages to it, `<slug> worker` consumes them, `<slug> clock` publishes the periodic ones. Job state lives
 in the service's database, so there is no result backend.
 
-Shutdown: platforms send SIGTERM, then SIGKILL 30 s later, often to every process of the container at
-once. `<slug> worker` sets `REMAP_SIGTERM=SIGQUIT` (see cli.py), which makes Celery's pool children ignore
-SIGTERM and turns it into a *soft shutdown*: jobs in hand get `GRACEFUL_TIMEOUT` seconds to finish, then
-any still running are cancelled and, because messages are acknowledged only after their job ran, go back
-to the queue for the next worker. Nothing waits for SIGKILL, and nothing is lost.
+Shutdown (factor IX): platforms send SIGTERM, then SIGKILL 30 s later, often to every process of the
+container at once. On SIGTERM the worker stops taking messages and makes a *warm shutdown*: it exits as
+soon as the jobs in hand are done (2-3 s after the last one: Celery's own closing steps). A timer started
+by the same SIGTERM escalates to Celery's *cold shutdown* at `GRACEFUL_TIMEOUT`: jobs still running then
+are cancelled and, because messages are acknowledged only after their job ran, go back to the queue for
+the next worker. Nothing waits for SIGKILL, and nothing is lost. (Celery's own soft shutdown is not used:
+it sleeps the whole timeout once any job is in hand, even one that finishes in milliseconds; celery#9505.)
+
+`<slug> worker` sets `REMAP_SIGTERM=SIGQUIT` (see cli.py) for the pool processes: they ignore the
+SIGTERM a platform sends to the whole container, so a job in hand finishes instead of dying with it, and
+Celery cancels a job with SIGQUIT instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import ssl
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -71,8 +79,6 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         # Logs go through the service's single stdout handler (logs.py), in the service's format.
         worker_hijack_root_logger=False,
-        # SIGTERM (remapped by `<slug> worker`): jobs in hand get this long, inside the platform's 30 s.
-        worker_soft_shutdown_timeout=float(settings.graceful_timeout),
         # A worker that starts before the broker is up keeps retrying instead of exiting.
         broker_connection_retry_on_startup=True,
         # ...and so does one whose broker goes away later, however long it stays away (Celery's default
@@ -237,6 +243,52 @@ def announce_in_log_format() -> None:
     celery.apps.worker.safe_say = say
 
 
+def stop_when_idle_or_at_deadline(worker: Any, grace_seconds: float) -> threading.Timer:
+    """Make SIGTERM a warm shutdown now and a cold one `grace_seconds` later; returns the deadline timer.
+
+    Warm: Celery stops consuming, waits for the jobs in hand and exits once they are done. Cold, at the
+    deadline: Celery's SIGQUIT handler cancels what still runs, and each cancelled job's message goes back
+    to the queue. The timer is a daemon thread that only sends a signal, so the cold shutdown itself runs
+    where Celery expects it, in its signal handler in the main thread.
+    """
+    main_process = os.getpid()
+
+    def cancel_what_still_runs() -> None:
+        logger.warning("Jobs still running %g s after SIGTERM go back to the queue", grace_seconds)
+        os.kill(main_process, signal.SIGQUIT)
+
+    deadline = threading.Timer(grace_seconds, cancel_what_still_runs)
+    # A worker that finished its jobs in time exits without waiting for the timer.
+    deadline.daemon = True
+
+    def start_deadline(_: Any) -> None:
+        # A second SIGTERM (some supervisors repeat it) keeps the first deadline.
+        if deadline.ident is None:
+            deadline.start()
+
+    # The installer behind Celery's own SIGTERM and SIGQUIT handlers: the same notice ("worker: Warm
+    # shutdown"), the same `worker_shutting_down` signal, the same flag that ends the consumer loop.
+    celery.apps.worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=start_deadline)
+    return deadline
+
+
+def worker_class(app: Celery, grace_seconds: float) -> Any:
+    """The app's Worker class, with the SIGTERM handler above in place of Celery's own.
+
+    Celery installs its signal handlers when the worker starts, in `install_platform_tweaks`; replacing
+    the SIGTERM one right there leaves no moment in which a SIGTERM would take Celery's path instead.
+    """
+
+    class Worker(app.Worker):  # type: ignore[misc]
+        deadline: threading.Timer | None = None
+
+        def install_platform_tweaks(self, worker: Any) -> None:
+            super().install_platform_tweaks(worker)
+            self.deadline = stop_when_idle_or_at_deadline(worker, grace_seconds)
+
+    return Worker
+
+
 def run_worker(settings: Settings) -> int:
     """`<slug> worker`: consume jobs until stopped; returns the exit code."""
     engine = create_sync_database_engine(settings)
@@ -249,7 +301,7 @@ def run_worker(settings: Settings) -> int:
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
     # Each pool process opened its own HTTP connections (events.py); close them as it stops.
     signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
-    worker = app.Worker(
+    worker = worker_class(app, float(settings.graceful_timeout))(
         concurrency=settings.worker_concurrency,
         loglevel=logging.getLevelName(settings.log_level),
         # No banner: stdout carries log events only.
@@ -262,9 +314,11 @@ def run_worker(settings: Settings) -> int:
     stop_requests: list[str] = []
     signals.worker_shutting_down.connect(lambda sig, **_: stop_requests.append(sig), weak=False)
     worker.start()
+    if worker.deadline is not None:
+        worker.deadline.cancel()
     delivery.close()
     engine.dispose()
-    # Celery reports a soft (cold) shutdown as a failure; a stop the platform asked for is a clean exit.
+    # Celery reports a cold shutdown as a failure; a stop the platform asked for is a clean exit.
     if stop_requests and stop_requests[0] in STOP_SIGNALS:
         return 0
     return int(worker.exitcode or 0)

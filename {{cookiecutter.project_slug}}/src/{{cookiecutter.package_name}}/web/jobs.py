@@ -22,6 +22,11 @@ BROKER_CHECK_TIMEOUT = 2.0
 class JobQueue:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
+        # Load the broker's transport and client library now, at start-up, without connecting. Left to
+        # the first request, the import took about 2 s on a busy machine: the first readiness check
+        # missed its deadline and said the broker was unreachable.
+        with celery.connection_for_write() as connection:
+            _ = connection.transport
 
     async def enqueue(self, name: str, *args: Any) -> bool:
         """Publish a job; False (and a warning) if the broker is unreachable.
