@@ -265,6 +265,8 @@ def _optional(rule: Length) -> Callable[[str], None]:
             rule(value)
 
     return check
+
+
 # A host name, an IPv4 address or a bracketed IPv6 address, optionally "*." first: no port, path or space.
 HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])")
 

@@ -42,6 +42,13 @@ class IncomingEvent(Schema):
     data = fields.Dict(required=True)
 
 
+class EventReceipt(Schema):
+    """The answer to an accepted (202) or repeated (200) event."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
+
+
 async def receive_event(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     body = await request.body()
