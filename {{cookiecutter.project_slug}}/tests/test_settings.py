@@ -254,6 +254,10 @@ MALFORMED = {
     "JOB_TIME_LIMIT": "0",
     "ALLOWED_HOSTS": "https://example.com",
     "MAX_BODY_BYTES": "1MB",
+    "EVENTS_URL": "ftp://other.example.com/events",
+    "EVENTS_SECRET": "too-short",
+    "EVENTS_SECRET_PREVIOUS": "too-short",
+    "EVENTS_MAX_ATTEMPTS": "0",
 }
 # Free text: any value is a valid proxy list (uvicorn reads it) or release name.
 FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID"}
