@@ -10,13 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -40,65 +37,19 @@ from {{ cookiecutter.package_name }}.tasks import (
 
 from conftest import add_items
 from processes import (
-    running_worker,
-    wait_until,
+    EventReceiver,
+    event_receiver,
 )
-
-if TYPE_CHECKING:
-    from starlette.testclient import TestClient
 
 SECRET = "events-secret-" + "s" * 32
 # Nothing listens on port 1: a connection is refused at once, as by a receiver that is down.
 REFUSING_URL = "http://127.0.0.1:1/events"
-# Seconds from a posted item to its event at the receiver; usually well under one.
-DELIVERY_TIMEOUT = 60.0
-
-
-@dataclasses.dataclass
-class Received:
-    body: bytes
-    signature: str | None
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 answering each POST with the next scripted (status, headers)."""
-
-    def __init__(self, answers: list[tuple[int, dict[str, str]]]) -> None:
-        self.answers = answers
-        self.received: list[Received] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                receiver.received.append(
-                    Received(self.rfile.read(length), self.headers.get("X-Event-Signature"))
-                )
-                status, headers = receiver.answers.pop(0) if receiver.answers else (200, {})
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver([])
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+def receiver() -> Iterator[EventReceiver]:
+    with event_receiver() as server:
+        yield server
 
 
 def attached(settings: Settings, url: str, **changes: Any) -> Settings:
@@ -155,7 +106,7 @@ def test_a_detached_service_records_no_event(engine: Engine) -> None:
 
 
 def test_a_delivered_event_is_signed_and_carries_its_id_and_timestamp(
-    engine: Engine, settings: Settings, receiver: Receiver
+    engine: Engine, settings: Settings, receiver: EventReceiver
 ) -> None:
     event_id = done_item_with_event(engine)
     delivery = events.Delivery(engine, attached(settings, receiver.url))
@@ -177,7 +128,7 @@ def test_a_delivered_event_is_signed_and_carries_its_id_and_timestamp(
 
 @pytest.mark.parametrize("answer", [500, 503, 429, 408, None])
 def test_network_errors_5xx_and_429_are_retried_later(
-    engine: Engine, settings: Settings, receiver: Receiver, answer: int | None
+    engine: Engine, settings: Settings, receiver: EventReceiver, answer: int | None
 ) -> None:
     event_id = done_item_with_event(engine)
     url = REFUSING_URL if answer is None else receiver.url
@@ -198,7 +149,7 @@ def test_network_errors_5xx_and_429_are_retried_later(
 
 @pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
 def test_other_4xx_fail_the_event_at_once_without_a_retry(
-    engine: Engine, settings: Settings, receiver: Receiver, status: int
+    engine: Engine, settings: Settings, receiver: EventReceiver, status: int
 ) -> None:
     event_id = done_item_with_event(engine)
     receiver.answers.append((status, {}))
@@ -214,7 +165,7 @@ def test_other_4xx_fail_the_event_at_once_without_a_retry(
 
 
 def test_retry_after_from_the_receiver_is_honoured(
-    engine: Engine, settings: Settings, receiver: Receiver
+    engine: Engine, settings: Settings, receiver: EventReceiver
 ) -> None:
     event_id = done_item_with_event(engine)
     receiver.answers.append((429, {"Retry-After": "120"}))
@@ -241,7 +192,7 @@ def test_the_last_allowed_attempt_fails_the_event(engine: Engine, settings: Sett
 
 
 def test_redrive_gives_a_failed_event_fresh_attempts(
-    engine: Engine, settings: Settings, receiver: Receiver
+    engine: Engine, settings: Settings, receiver: EventReceiver
 ) -> None:
     event_id = done_item_with_event(engine)
     receiver.answers.append((400, {}))
@@ -275,27 +226,3 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert events.parse_retry_after("Sun, 29 Nov 2026 12:01:00 GMT", at) == 60.0
     assert events.parse_retry_after("soon", at) is None
     assert events.parse_retry_after(None, at) is None
-
-
-# --- Factor IV: attached by a URL in the configuration, detached by unsetting it ---------------------------
-
-
-def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_it(
-    client: TestClient, engine: Engine, service_env: dict[str, str], receiver: Receiver, tmp_path: Path
-) -> None:
-    attached_env = {**service_env, "EVENTS_URL": receiver.url, "EVENTS_SECRET": SECRET}
-    with running_worker(attached_env, tmp_path):
-        attached = client.post("/items", json={"name": "announced"}).json()["id"]
-        wait_until(lambda: receiver.received or None, DELIVERY_TIMEOUT, "the event at the receiver")
-    with running_worker(service_env, tmp_path, "detached-worker"):
-        detached = client.post("/items", json={"name": "not announced"}).json()["id"]
-        wait_until(
-            lambda: client.get(f"/items/{detached}").json()["status"] == "done", DELIVERY_TIMEOUT, "item done"
-        )
-
-    [received] = receiver.received
-    assert signing.is_signed(received.body, received.signature, [SECRET])
-    assert json.loads(received.body)["data"]["id"] == attached
-    with Session(engine) as session:
-        recorded = session.scalars(select(EventDelivery)).all()
-    assert [json.loads(received.body)["id"]] == [event.id for event in recorded]
