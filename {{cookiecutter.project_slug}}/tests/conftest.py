@@ -277,7 +277,9 @@ def truncate_items(database_url: URL) -> Callable[[], None]:
         engine = create_engine(sync_url(database_url), poolclass=NullPool)
         try:
             with engine.begin() as connection:
-                connection.execute(text("TRUNCATE items, job_outbox RESTART IDENTITY"))
+                connection.execute(
+                    text("TRUNCATE items, job_outbox, event_deliveries, received_events RESTART IDENTITY")
+                )
         finally:
             engine.dispose()
 

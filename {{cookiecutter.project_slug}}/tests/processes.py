@@ -9,9 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -219,3 +222,51 @@ def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes
             break
         body += connection.recv(65536) or pytest.fail(f"connection closed after {body!r}")
     return int(status_line.split()[1]), headers, body
+
+
+@dataclass
+class ReceivedEvent:
+    body: bytes
+    signature: str | None
+
+
+class EventReceiver:
+    """Another app, as far as events go: an HTTP server on 127.0.0.1 that answers each POST with the next
+    scripted (status, headers), 200 once the script runs out, and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, dict[str, str]]] = []
+        self.received: list[ReceivedEvent] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received.append(ReceivedEvent(body, self.headers.get("X-Event-Signature")))
+                status, headers = receiver.answers.pop(0) if receiver.answers else (200, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
+
+
+@contextmanager
+def event_receiver() -> Iterator[EventReceiver]:
+    receiver = EventReceiver()
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()

@@ -254,6 +254,10 @@ MALFORMED = {
     "JOB_TIME_LIMIT": "0",
     "ALLOWED_HOSTS": "https://example.com",
     "MAX_BODY_BYTES": "1MB",
+    "EVENTS_URL": "ftp://other.example.com/events",
+    "EVENTS_SECRET": "too-short",
+    "EVENTS_SECRET_PREVIOUS": "too-short",
+    "EVENTS_MAX_ATTEMPTS": "0",
 }
 # Free text: any value is a valid proxy list (uvicorn reads it) or release name.
 FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID"}
@@ -380,3 +384,56 @@ def test_release_id_falls_back_to_herokus_release_version(required: pytest.Monke
     required.setenv("HEROKU_RELEASE_VERSION", "v42")
 
     assert load_settings().release_id == "v42"
+
+
+def test_events_are_detached_unless_events_url_is_set(required: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert settings.events_url is None
+    assert settings.event_secrets == ()
+    assert settings.events_max_attempts == 12
+
+
+def test_events_url_without_a_secret_names_events_secret(required: pytest.MonkeyPatch) -> None:
+    required.setenv("EVENTS_URL", "https://other.example.com/events")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"EVENTS_SECRET"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EVENTS_URL", "ftp://other.example.com/events"),
+        ("EVENTS_URL", "/events"),
+        ("EVENTS_SECRET", "too-short"),
+        ("EVENTS_SECRET_PREVIOUS", "too-short"),
+        ("EVENTS_MAX_ATTEMPTS", "0"),
+    ],
+)
+def test_invalid_events_settings_are_named(required: pytest.MonkeyPatch, name: str, value: str) -> None:
+    required.setenv(name, value)
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert name in problems_of(error)
+
+
+def test_event_secrets_are_masked_and_the_current_one_comes_first(required: pytest.MonkeyPatch) -> None:
+    current, previous = "current-" + "c" * 32, "previous-" + "p" * 32
+    required.setenv("EVENTS_URL", "https://user:url-hunter2@other.example.com/events")
+    required.setenv("EVENTS_SECRET", current)
+    required.setenv("EVENTS_SECRET_PREVIOUS", previous)
+
+    settings = load_settings()
+    displayed = dict(settings.displayed())
+
+    assert settings.event_secrets == (current, previous)
+    assert displayed["EVENTS_SECRET"] == displayed["EVENTS_SECRET_PREVIOUS"] == "********"
+    assert displayed["EVENTS_URL"] == "https://user:***@other.example.com/events"
+    shown = "\n".join(displayed.values()) + repr(settings)
+    for secret in (current, previous, "url-hunter2"):
+        assert secret not in shown

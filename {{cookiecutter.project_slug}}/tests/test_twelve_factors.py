@@ -41,6 +41,7 @@ from processes import (
     STARTUP_TIMEOUT,
     accepts_connections,
     console_script,
+    event_receiver,
     free_port,
     json_events,
     read_head,
@@ -338,6 +339,41 @@ def test_factor_04_backing_services_attach_by_url_as_a_platform_hands_it_out(
         fetched = http.get(created.headers["location"])
     assert ready.status_code == 200, broken("IV", f"reach the database the URL names: {ready.text}")
     assert fetched.json()["name"] == "behind a password"
+
+
+def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_it(
+    service_env: dict[str, str], database_url: URL, tmp_path: Path
+) -> None:
+    # Attached like the database: a URL (and its secret) in the configuration, the code unchanged.
+    with event_receiver() as other_app:
+        attached = {**service_env, "EVENTS_URL": other_app.url, "EVENTS_SECRET": "conformance-" + "e" * 32}
+        with (
+            running_web(service_env, tmp_path) as web,
+            httpx2.Client(base_url=web.base_url, timeout=10) as http,
+        ):
+            with running_worker(attached, tmp_path):
+                announced = http.post("/items", json={"name": "announced"}).json()["id"]
+                wait_until(lambda: other_app.received or None, STARTUP_TIMEOUT, "the event at the other app")
+            with running_worker(service_env, tmp_path, "detached-worker"):
+                quiet = http.post("/items", json={"name": "not announced"}).json()["id"]
+                wait_until(
+                    lambda: http.get(f"/items/{quiet}").json()["status"] == "done" or None,
+                    STARTUP_TIMEOUT,
+                    "the detached worker's item done",
+                )
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            recorded = connection.exec_driver_sql("SELECT data FROM event_deliveries").scalars().all()
+    finally:
+        engine.dispose()
+
+    [received] = other_app.received
+    event = json.loads(received.body)
+    assert event["data"]["id"] == announced, broken("IV", "announce done items to the app at EVENTS_URL")
+    assert [row["id"] for row in recorded if row["id"] in (announced, quiet)] == [announced], broken(
+        "IV", "record and send no event once EVENTS_URL is unset"
+    )
 
 
 # --- V. Build, release, run: the release step alone changes the schema --------------------------------------

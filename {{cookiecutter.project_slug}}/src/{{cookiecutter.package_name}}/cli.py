@@ -198,3 +198,57 @@ def shell() -> None:
         banner = f"Loaded: {', '.join(namespace)}"
         code.interact(banner=banner, local=namespace, exitmsg="")
     engine.dispose()
+
+
+@main.group()
+def events() -> None:
+    """Outgoing events to EVENTS_URL: see their state, re-drive the failed ones."""
+
+
+@events.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "delivered", "failed"]),
+    help="Only events in this state.",
+)
+def list_events(status: str | None) -> None:
+    """One line per event: id, type, status, attempts, last HTTP status or error, created."""
+    settings = load_or_exit()
+    from sqlalchemy.orm import Session
+
+    from . import events as outgoing
+    from .database import create_sync_database_engine
+    from .models import DeliveryStatus
+
+    engine = create_sync_database_engine(settings)
+    with Session(engine) as session:
+        for event in outgoing.listed(session, DeliveryStatus(status) if status else None):
+            last = event.last_status if event.last_status is not None else (event.last_error or "-")
+            created = event.created_at.isoformat()
+            click.echo(f"{event.id}\t{event.type}\t{event.status.value}\t{event.attempts}\t{last}\t{created}")
+    engine.dispose()
+
+
+@events.command()
+@click.argument("event_ids", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Every failed event.")
+def redrive(event_ids: tuple[str, ...], all_failed: bool) -> None:
+    """Deliver events again, with a fresh set of attempts (the clock's relay sends them within seconds)."""
+    if bool(event_ids) == all_failed:
+        raise click.UsageError("Name the events to re-drive, or pass --failed (not both).")
+    settings = load_or_exit()
+    from sqlalchemy.orm import Session
+
+    from . import events as outgoing
+    from .database import create_sync_database_engine
+
+    engine = create_sync_database_engine(settings)
+    with Session(engine) as session, session.begin():
+        redriven = outgoing.redrive(session, None if all_failed else list(event_ids))
+    engine.dispose()
+    for event_id in redriven:
+        click.echo(f"{event_id}\tre-driven")
+    missing = sorted(set(event_ids) - set(redriven))
+    if missing:
+        # Unknown, or already delivered: say so, and fail, so a script notices.
+        raise click.ClickException(f"Not re-driven (unknown or delivered): {', '.join(missing)}")

@@ -78,3 +78,59 @@ class OutboxJob(Base):
     # When the relay may next publish it: just after the web's own attempt, or after a backoff.
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Out of attempts, or refused by the receiver: waits for an operator (`<slug> events redrive`).
+    FAILED = "failed"
+
+
+class EventDelivery(Base):
+    """An event this service sends to the app at EVENTS_URL, and how its delivery went (see events.py).
+
+    Recorded in the transaction of the change it announces, together with the outbox job that delivers it.
+    """
+
+    __tablename__ = "event_deliveries"
+    # `<slug> events list --status failed` is what an operator runs.
+    __table_args__ = (Index("ix_event_deliveries_status", "status"),)
+
+    # A UUID: the receiver deduplicates by it, so it never changes between attempts.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(
+            DeliveryStatus,
+            native_enum=False,
+            length=16,
+            create_constraint=True,
+            name="status",
+            values_callable=lambda statuses: [status.value for status in statuses],
+        ),
+        default=DeliveryStatus.PENDING,
+    )
+    # Attempts since the event was recorded or last re-driven, and how the last one ended.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ReceivedEvent(Base):
+    """An event another app sent to POST /events, recorded once by its id (see web/incoming.py)."""
+
+    __tablename__ = "received_events"
+
+    # The sender's event id: the primary key is what makes a second delivery change nothing.
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set by the worker's job once it has acted on the event.
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

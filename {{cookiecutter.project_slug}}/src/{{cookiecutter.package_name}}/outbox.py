@@ -50,11 +50,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def record_job(task: str, args: Sequence[Any], request_id: str | None) -> OutboxJob:
-    """A new outbox row, to be added to the session of the change the job is for."""
-    return OutboxJob(
-        task=task, args=list(args), request_id=request_id, attempts=0, due_at=now() + FAST_PATH_GRACE
-    )
+def record_job(
+    task: str, args: Sequence[Any], request_id: str | None, delay: timedelta = FAST_PATH_GRACE
+) -> OutboxJob:
+    """A new outbox row, to be added to the session of the change the job is for.
+
+    Due after `delay`: by default after the web's own publish had its chance; a job no process publishes
+    itself (a scheduled retry, say) is due when it should run, and the relay publishes it then.
+    """
+    return OutboxJob(task=task, args=list(args), request_id=request_id, attempts=0, due_at=now() + delay)
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -32,12 +32,19 @@ LogFormat = Literal["json", "console"]
 
 # Values that appear in examples and tutorials; a key anyone can read signs nothing.
 PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")
-SECRET_FIELDS = frozenset({"secret_key"})
-URL_FIELDS = frozenset({"redis_url", "broker_url"})
+SECRET_FIELDS = frozenset({"secret_key", "events_secret", "events_secret_previous"})
+URL_FIELDS = frozenset({"redis_url", "broker_url", "events_url"})
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Job brokers: Redis in production; kombu's SQLAlchemy transport (`sqla+sqlite:///...`) for a run with no
 # servers at all, where the queue lives in a local file.
 BROKER_SCHEMES = (*REDIS_SCHEMES, "sqla+sqlite", "sqla+postgresql")
+# Another app attached by URL, like any backing service (factor IV): where `item.done` events go.
+EVENTS_SCHEMES = ("http", "https")
+SECRET_RULE = Length(
+    min=32,
+    error="Must be at least {min} characters; generate one with "
+    "python -c 'import secrets; print(secrets.token_urlsafe(48))'.",
+)
 
 
 class ConfigurationError(Exception):
@@ -71,6 +78,17 @@ class Settings:
     release_id: str
     allowed_hosts: tuple[str, ...]
     max_body_bytes: int
+    # May carry credentials (https://user:password@...): shown only masked, by `displayed()`.
+    events_url: str | None = dataclasses.field(repr=False)
+    events_secret: str | None = dataclasses.field(repr=False)
+    events_secret_previous: str | None = dataclasses.field(repr=False)
+    events_max_attempts: int
+
+    @property
+    def event_secrets(self) -> tuple[str, ...]:
+        """The secrets an incoming event may be signed with: the current one first (it signs outgoing
+        events), then the previous one while a rotation is under way."""
+        return tuple(secret for secret in (self.events_secret, self.events_secret_previous) if secret)
 
     @property
     def job_broker_url(self) -> str:
@@ -85,7 +103,7 @@ class Settings:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in SECRET_FIELDS:
-                shown = "********"
+                shown = "" if value is None else "********"
             elif isinstance(value, URL):
                 shown = value.render_as_string(hide_password=True)
             elif field.name in URL_FIELDS:
@@ -120,6 +138,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("database_url", _parse_database_url)
     env.add_parser("redis_url", _parse_redis_url)
     env.add_parser("broker_url", _parse_broker_url)
+    env.add_parser("events_url", _parse_events_url)
     env.add_parser("allowed_hosts", _parse_allowed_hosts)
 
     values: dict[str, Any] = {
@@ -131,14 +150,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Shared by every process of one deploy; a per-process random default would break factor VI.
         "secret_key": env.str(
             "SECRET_KEY",
-            validate=[
-                Length(
-                    min=32,
-                    error="Must be at least {min} characters; generate one with "
-                    "python -c 'import secrets; print(secrets.token_urlsafe(48))'.",
-                ),
-                NoneOf(PLACEHOLDER_SECRETS, error="Must not be a placeholder value."),
-            ],
+            validate=[SECRET_RULE, NoneOf(PLACEHOLDER_SECRETS, error="Must not be a placeholder value.")],
         ),
         # The platform's router sends traffic to $PORT (factor VII).
         "port": env.int("PORT", 8000, validate=Range(min=1, max=65535)),
@@ -165,6 +177,17 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Which build this process runs (factor V): the image's build argument, else Heroku's release number
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
+        # --- Events: another app attached by URL (events.py sends, web/incoming.py receives) ---
+        # Where `item.done` events are POSTed; unset, the service is detached and sends nothing.
+        "events_url": env.events_url("EVENTS_URL", None),
+        # Shared with the other app: signs outgoing events and verifies incoming ones (HMAC-SHA256).
+        "events_secret": env.str("EVENTS_SECRET", "", validate=_optional(SECRET_RULE)) or None,
+        # During a rotation, the old secret: still accepted on incoming events, never used to sign.
+        "events_secret_previous": env.str("EVENTS_SECRET_PREVIOUS", "", validate=_optional(SECRET_RULE))
+        or None,
+        # Deliveries of one event before it is marked failed for an operator to re-drive; with backoff
+        # capped at 10 minutes, the default keeps trying for about an hour.
+        "events_max_attempts": env.int("EVENTS_MAX_ATTEMPTS", 12, validate=Range(min=1, max=100)),
         # --- Hostile input and security (web process) ---
         # Host names this service answers to; any other Host header gets a 400, so a forged Host never reaches
         # the app (nor links or caches built from it). Probes are exempt: Kubernetes sends the pod's IP.
@@ -182,6 +205,8 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         problems = _problems_by_variable(error)
     if values["redis_url"] is None and values["broker_url"] is None and "REDIS_URL" not in problems:
         problems["REDIS_URL"] = ["Environment variable not set (the job broker, unless BROKER_URL is set)."]
+    if values["events_url"] and not values["events_secret"] and "EVENTS_SECRET" not in problems:
+        problems["EVENTS_SECRET"] = ["Environment variable not set (it signs the events to EVENTS_URL)."]
     if problems:
         raise ConfigurationError(problems)
     return Settings(**values)
@@ -221,6 +246,25 @@ def _parse_broker_url(value: str) -> str | None:
     if scheme not in BROKER_SCHEMES:
         raise ValidationError(f"Unsupported broker; the scheme must be one of: {', '.join(BROKER_SCHEMES)}.")
     return value
+
+
+def _parse_events_url(value: str) -> str | None:
+    if not value:
+        return None  # `EVENTS_URL=` means detached, like unset
+    parts = urlsplit(value)
+    if parts.scheme not in EVENTS_SCHEMES or not parts.hostname:
+        raise ValidationError(f"Not an absolute URL; the scheme must be one of: {', '.join(EVENTS_SCHEMES)}.")
+    return value
+
+
+def _optional(rule: Length) -> Callable[[str], None]:
+    """`rule`, for a variable that may also be empty (unset)."""
+
+    def check(value: str) -> None:
+        if value:
+            rule(value)
+
+    return check
 
 
 # A host name, an IPv4 address or a bracketed IPv6 address, optionally "*." first: no port, path or space.

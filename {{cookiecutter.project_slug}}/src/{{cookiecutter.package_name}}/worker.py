@@ -30,13 +30,14 @@ from urllib.parse import parse_qs, urlsplit
 import celery.apps.worker
 import celery.worker.state
 from celery import Celery, signals
-from sqlalchemy import Engine
+from sqlalchemy import Delete, Engine, Update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import tasks
+from . import events, outbox, tasks
 from .database import create_sync_database_engine
 from .logs import configure_logging, request_id
+from .models import OutboxJob
 from .reconnect import PromptlyReconnecting
 from .relay import OutboxRelay
 from .settings import Settings
@@ -135,26 +136,59 @@ def broker_tls(broker_url: str) -> dict[str, Any] | None:
     return {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
-def register_jobs(app: Celery, engine: Engine) -> None:
+def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:
     """Bind the jobs in tasks.py to Celery message names, each in its own database transaction.
 
     A job that raises is acknowledged and forgotten by Celery, so one that fails because the database is
     unreachable (OperationalError, InterfaceError) is published again, with a growing delay, instead.
     """
 
+    retried_while_database_is_down = {
+        "autoretry_for": (OperationalError, InterfaceError),
+        "retry_backoff": True,
+        "retry_backoff_max": DATABASE_RETRY_MAX_SECONDS,
+        "max_retries": None,
+    }
+    announce = settings.events_url is not None
+
     def process_item(item_id: int) -> None:
-        with Session(engine) as session, session.begin():
-            done = tasks.process_item(session, item_id)
+        with Session(engine, expire_on_commit=False) as session:
+            with session.begin():
+                done = tasks.process_item(session, item_id, announce)
+                # The jobs this transaction recorded (the item's event): published after the commit.
+                recorded = [row for row in session.new if isinstance(row, OutboxJob)]
+            for job in recorded:
+                publish_recorded(app, session, job)
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
-    app.task(
-        name=tasks.PROCESS_ITEM,
-        autoretry_for=(OperationalError, InterfaceError),
-        retry_backoff=True,
-        retry_backoff_max=DATABASE_RETRY_MAX_SECONDS,
-        max_retries=None,
-    )(process_item)
+    def handle_event(event_id: str) -> None:
+        with Session(engine) as session, session.begin():
+            handled = tasks.handle_event(session, event_id)
+        outcome = "handled" if handled else "already handled, or gone"
+        logger.info("Received event %s: %s", event_id, outcome, extra={"event_id": event_id})
+
+    delivery = events.Delivery(engine, settings)
+    app.task(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(process_item)
+    app.task(name=tasks.HANDLE_EVENT, **retried_while_database_is_down)(handle_event)
+    app.task(name=events.DELIVER_EVENT, **retried_while_database_is_down)(delivery.deliver)
+    return delivery
+
+
+def publish_recorded(app: Celery, session: Session, job: OutboxJob) -> None:
+    """The worker's fast path for a job it recorded in the outbox, like the web's (see web/jobs.py):
+    published, its row is deleted; not published, it is made due for the clock's relay at once."""
+    outcome: Delete | Update
+    try:
+        app.send_task(job.task, args=job.args)
+    except Exception as exc:  # kombu raises several unrelated classes for one broken broker
+        logger.warning("Could not enqueue %s: %s", job.task, exc.__class__.__name__, extra={"job": job.task})
+        outcome = outbox.publish_failed(job.id)
+    else:
+        outcome = outbox.published(job.id)
+    # If even this fails, the row stays and the relay takes it over after outbox.FAST_PATH_GRACE.
+    with session.begin():
+        session.execute(outcome)
 
 
 def propagate_request_ids() -> None:
@@ -263,12 +297,14 @@ def run_worker(settings: Settings) -> int:
     """`<slug> worker`: consume jobs until stopped; returns the exit code."""
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
-    register_jobs(app, engine)
+    delivery = register_jobs(app, engine, settings)
     use_service_logging(settings)
     announce_in_log_format()
     propagate_request_ids()
     # Pool processes are forked from this one: database connections must not cross processes.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
+    # Each pool process opened its own HTTP connections (events.py); close them as it stops.
+    signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
     worker = worker_class(app, float(settings.graceful_timeout))(
         concurrency=settings.worker_concurrency,
         loglevel=logging.getLevelName(settings.log_level),
@@ -284,6 +320,7 @@ def run_worker(settings: Settings) -> int:
     worker.start()
     if worker.deadline is not None:
         worker.deadline.cancel()
+    delivery.close()
     engine.dispose()
     # Celery reports a cold shutdown as a failure; a stop the platform asked for is a clean exit.
     if stop_requests and stop_requests[0] in STOP_SIGNALS:

@@ -15,7 +15,7 @@ from ..logs import configure_logging
 from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
 from ..worker import create_celery, propagate_request_ids
-from . import health, items
+from . import health, incoming, items
 from .errors import EXCEPTION_HANDLERS
 from .headers import SecurityHeadersMiddleware
 from .hosts import AllowedHostsMiddleware
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
             release_id=settings.release_id,
             jobs=JobQueue(celery),
             draining=Draining(),
+            event_secrets=settings.event_secrets,
         )
         try:
             with announce_stop_signals(resources.draining):
@@ -63,6 +64,8 @@ def create_app(settings: Settings) -> Starlette:
         # path, so two routes for /items would tell a client that only one of its methods exists.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
         Route("/items/{item_id}", items.get_item, methods=["GET"]),
+        # Signed events from another app attached by URL (web/incoming.py).
+        Route("/events", incoming.receive_event, methods=["POST"]),
         Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
     ]
     # Outermost first: every response, a refusal included, gets the security headers and a request id.

@@ -17,7 +17,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import items, responses
+from . import incoming, items, responses
 
 DISTRIBUTION = "{{ cookiecutter.project_slug }}"
 TITLE = "{{ cookiecutter.project_name }}"
@@ -92,6 +92,26 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {"200": json_response("The item", "Item"), **ERROR},
         }
     },
+    "/events": {
+        "post": {
+            "summary": "An event from another app, signed with the shared secret (see web/incoming.py)",
+            "parameters": [
+                {
+                    "in": "header",
+                    "name": "X-Event-Signature",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body>; wrong or missing: 401",
+                }
+            ],
+            "requestBody": {"required": True, "content": {JSON: {"schema": "IncomingEvent"}}},
+            "responses": {
+                "202": json_response("A new event, recorded for the worker", "EventReceipt"),
+                "200": json_response("An event id already recorded: nothing changed", "EventReceipt"),
+                **ERROR,
+            },
+        }
+    },
 }
 
 SCHEMAS = {
@@ -102,6 +122,8 @@ SCHEMAS = {
     "Readiness": responses.Readiness,
     "Version": responses.Version,
     "Error": responses.Error,
+    "IncomingEvent": incoming.IncomingEvent,
+    "EventReceipt": incoming.EventReceipt,
 }
 
 

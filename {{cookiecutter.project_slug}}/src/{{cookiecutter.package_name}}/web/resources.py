@@ -21,3 +21,5 @@ class Resources:
     release_id: str
     jobs: JobQueue
     draining: Draining
+    # Secrets an incoming event may be signed with (EVENTS_SECRET, EVENTS_SECRET_PREVIOUS); none: all refused.
+    event_secrets: tuple[str, ...] = ()
