@@ -79,11 +79,20 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: int, log_format: Literal["json", "console"], release: str | None = None) -> None:
-    """Send every log record of this process to stdout, once, in the chosen format."""
+def configure_logging(
+    level: int, log_format: Literal["json", "console"], release: str | None = None, trace_ids: bool = False
+) -> None:
+    """Send every log record of this process to stdout, once, in the chosen format.
+
+    With `trace_ids` (tracing is on), a line written inside a span also carries its trace and span ids.
+    """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter(release))
+    if trace_ids:
+        from .tracing import TraceIdFilter
+
+        handler.addFilter(TraceIdFilter())
 
     root = logging.getLogger()
     for existing in root.handlers[:]:

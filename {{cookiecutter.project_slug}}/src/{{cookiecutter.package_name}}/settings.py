@@ -29,12 +29,18 @@ LogFormat = Literal["json", "console"]
 
 # Values that appear in examples and tutorials; a key anyone can read signs nothing.
 PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")
-SECRET_FIELDS = frozenset({"secret_key"})
+SECRET_FIELDS = frozenset({"secret_key", "sentry_dsn"})
 URL_FIELDS = frozenset({"redis_url", "broker_url"})
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Job brokers: Redis in production; kombu's SQLAlchemy transport (`sqla+sqlite:///...`) for a run with no
 # servers at all, where the queue lives in a local file.
 BROKER_SCHEMES = (*REDIS_SCHEMES, "sqla+sqlite", "sqla+postgresql")
+# The name traces and error reports carry unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "{{ cookiecutter.project_slug }}"
+# Trace exporters: OTLP to a collector or vendor, console (spans on stdout) to look at them, none.
+TRACES_EXPORTERS = ("otlp", "console", "none")
+# OTLP over HTTP with protobuf is what every collector and vendor accepts; gRPC would need another package.
+OTLP_PROTOCOLS = ("http/protobuf",)
 
 
 class ConfigurationError(Exception):
@@ -66,6 +72,24 @@ class Settings:
     job_time_limit: int
     requeue_pending_after: int
     release_id: str
+    otel_exporter_otlp_endpoint: str | None
+    otel_traces_exporter: str
+    otel_exporter_otlp_protocol: str
+    otel_service_name: str
+    metrics_port: int | None
+    prometheus_multiproc_dir: Path | None
+    sentry_dsn: str | None = dataclasses.field(repr=False)
+    sentry_send_request_bodies: bool
+
+    @property
+    def tracing(self) -> bool:
+        """Whether this process records and exports traces (the OpenTelemetry variables say so)."""
+        return self.otel_traces_exporter != "none"
+
+    @property
+    def metrics(self) -> bool:
+        """Whether this process serves Prometheus metrics, on METRICS_PORT."""
+        return self.metrics_port is not None
 
     @property
     def job_broker_url(self) -> str:
@@ -112,6 +136,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("database_url", _parse_database_url)
     env.add_parser("redis_url", _parse_redis_url)
     env.add_parser("broker_url", _parse_broker_url)
+    env.add_parser("http_url", _parse_http_url)
 
     values: dict[str, Any] = {
         # Backing services are attached by URL (factor IV); there is deliberately no default.
@@ -155,6 +180,23 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Which build this process runs (factor V): the image's build argument, else Heroku's release number
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
+        # Telemetry: each part is off, and its libraries never imported, until these variables turn it on.
+        # The standard OpenTelemetry variables: an OTLP endpoint alone turns traces on (base URL of a
+        # collector, such as http://collector:4318; spans go to its /v1/traces).
+        "otel_exporter_otlp_endpoint": env.http_url("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+        "otel_traces_exporter": env.str("OTEL_TRACES_EXPORTER", "", validate=OneOf(["", *TRACES_EXPORTERS])),
+        "otel_exporter_otlp_protocol": env.str(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", validate=OneOf(OTLP_PROTOCOLS)
+        ),
+        "otel_service_name": env.str("OTEL_SERVICE_NAME", SERVICE_NAME, validate=Length(min=1)),
+        # Prometheus metrics on their own port, never the public one; each process type serves the sum over
+        # its processes (uvicorn's and Celery's), which write to PROMETHEUS_MULTIPROC_DIR.
+        "metrics_port": env.int("METRICS_PORT", None, validate=Range(min=1, max=65535)),
+        "prometheus_multiproc_dir": env.path("PROMETHEUS_MULTIPROC_DIR", None),
+        # Error reports: Sentry (or anything that speaks its protocol) when a DSN is given.
+        "sentry_dsn": env.http_url("SENTRY_DSN", None),
+        # Request bodies may hold personal data; they leave the service only if this says so.
+        "sentry_send_request_bodies": env.bool("SENTRY_SEND_REQUEST_BODIES", False),
     }
     problems: dict[str, list[str]] = {}
     try:
@@ -163,9 +205,28 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         problems = _problems_by_variable(error)
     if values["redis_url"] is None and values["broker_url"] is None and "REDIS_URL" not in problems:
         problems["REDIS_URL"] = ["Environment variable not set (the job broker, unless BROKER_URL is set)."]
+    problems.update(_telemetry_problems(values, problems))
     if problems:
         raise ConfigurationError(problems)
+    if not values["otel_traces_exporter"]:
+        values["otel_traces_exporter"] = "otlp" if values["otel_exporter_otlp_endpoint"] else "none"
     return Settings(**values)
+
+
+def _telemetry_problems(values: dict[str, Any], problems: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Combinations of telemetry variables that cannot work, found before any process starts."""
+    found: dict[str, list[str]] = {}
+    if values["otel_traces_exporter"] == "otlp" and not values["otel_exporter_otlp_endpoint"]:
+        found["OTEL_EXPORTER_OTLP_ENDPOINT"] = ["Must be set when OTEL_TRACES_EXPORTER is otlp."]
+    if values["metrics_port"] is not None and "METRICS_PORT" not in problems:
+        if values["prometheus_multiproc_dir"] is None:
+            found["PROMETHEUS_MULTIPROC_DIR"] = [
+                "Must be set with METRICS_PORT: a writable directory where every process of this type "
+                "records its metrics."
+            ]
+        if values["metrics_port"] == values["port"]:
+            found["METRICS_PORT"] = ["Must differ from PORT: metrics never share the public port."]
+    return found
 
 
 def _problems_by_variable(error: EnvValidationError) -> dict[str, list[str]]:
@@ -192,6 +253,15 @@ def _parse_redis_url(value: str) -> str | None:
     scheme = urlsplit(value).scheme
     if scheme not in REDIS_SCHEMES:
         raise ValidationError(f"Not a Redis URL; the scheme must be one of: {', '.join(REDIS_SCHEMES)}.")
+    return value
+
+
+def _parse_http_url(value: str) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Not an http:// or https:// URL.")
     return value
 
 
