@@ -118,7 +118,7 @@ class SentryReceiver(Receiver):
         return f"http://publickey@{self.url.removeprefix('http://')}/1"
 
     def events(self) -> list[dict[str, Any]]:
-        events = []
+        events: list[dict[str, Any]] = []
         for path, body in self.received():
             assert path == "/api/1/envelope/", path
             events.extend(payload for kind, payload in envelope_items(body) if kind == "event")

@@ -232,9 +232,10 @@ def start_worker_telemetry(settings: Settings, app: Celery, engine: Engine) -> N
     if settings.metrics:
         from .metrics import count_jobs, count_pool_connections, queue_depth, serve_metrics
 
+        # First: it clears the directory the metrics below write to.
+        serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
         count_jobs()
         count_pool_connections(engine)
-        serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
     if settings.sentry_dsn:
         from .error_reports import flush_reports
 
