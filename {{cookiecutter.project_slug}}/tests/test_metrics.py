@@ -53,10 +53,12 @@ def test_requests_and_jobs_are_counted_once_each_across_two_web_and_two_job_proc
             assert created.status_code == 201
         assert httpx2.get(f"{web.base_url}/items/0", timeout=30).status_code == 404
         worker_samples = wait_until(
-            lambda: samples
-            if value(samples := scrape(worker_metrics), "jobs_total", job=PROCESS_ITEM, outcome="success")
-            >= REQUESTS
-            else None,
+            lambda: (
+                samples
+                if value(samples := scrape(worker_metrics), "jobs_total", job=PROCESS_ITEM, outcome="success")
+                >= REQUESTS
+                else None
+            ),
             JOBS_TIMEOUT,
             "every job counted",
         )

@@ -119,4 +119,3 @@ def span_tree(spans: list[ReceivedSpan]) -> str:
     for root in children.get("", []):
         walk(root, 0)
     return "\n".join(lines)
-

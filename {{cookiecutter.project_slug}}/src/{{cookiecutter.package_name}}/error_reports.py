@@ -9,6 +9,7 @@ cookies or auth headers, no request bodies unless SENTRY_SEND_REQUEST_BODIES all
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sentry_sdk
@@ -17,6 +18,10 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from .logs import request_id
 from .settings import Settings
 
+# SQLAlchemy quotes a failed statement's parameters in its error message; they are user data (a request's
+# fields), so they stay out of reports like request bodies do.
+SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\n\(Background|\Z)", re.DOTALL)
+PARAMETERS_HIDDEN = "[parameters: hidden]"
 # Seconds the SDK may take to send what it holds when the process exits: well inside the platform's 30.
 FLUSH_SECONDS = 5.0
 
@@ -43,7 +48,10 @@ def start_error_reports(settings: Settings) -> None:
 
 
 def add_request_id(event: Any, hint: dict[str, Any]) -> Any:
-    """Tag the report with the request (or job) it happened in."""
+    """Tag the report with the request (or job) it happened in, and hide the SQL parameters it quotes."""
+    for exception in event.get("exception", {}).get("values", []):
+        if isinstance(exception.get("value"), str):
+            exception["value"] = SQL_PARAMETERS.sub(PARAMETERS_HIDDEN, exception["value"])
     rid = request_id.get()
     if rid is not None:
         event.setdefault("tags", {})["request_id"] = rid
@@ -52,11 +60,11 @@ def add_request_id(event: Any, hint: dict[str, Any]) -> Any:
 
 def add_request_and_trace_ids(event: Any, hint: dict[str, Any]) -> Any:
     """...and with the trace, when tracing is on (only then is OpenTelemetry imported)."""
-    from opentelemetry import trace
+    from .tracing import current_trace_id
 
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        event.setdefault("tags", {})["trace_id"] = format(context.trace_id, "032x")
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        event.setdefault("tags", {})["trace_id"] = trace_id
     return add_request_id(event, hint)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from celery import signals
@@ -24,7 +25,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.trace import Link, Span, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 from sqlalchemy import Engine
 from starlette.routing import BaseRoute
@@ -32,6 +33,10 @@ from starlette.types import ASGIApp, Scope
 
 from .settings import Settings
 from .web.routing import route_template
+
+# The trace of the request being handled, left set after its span ends (like the request id, see
+# middleware.py): an unhandled error is reported after the server span has closed, and must name its trace.
+request_trace_id: ContextVar[str | None] = ContextVar("request_trace_id", default=None)
 
 # Where OTLP/HTTP receivers take spans, below the base URL in OTEL_EXPORTER_OTLP_ENDPOINT (the spec's rule).
 TRACES_PATH = "/v1/traces"
@@ -105,6 +110,9 @@ def trace_statements(engine: Engine) -> None:
 def traced_app(app: ASGIApp, routes: list[BaseRoute]) -> ASGIApp:
     """The app wrapped so each request is a server span named by its route template (`POST /items/{id}`)."""
 
+    def remember_trace(span: Span, scope: Scope) -> None:
+        request_trace_id.set(format(span.get_span_context().trace_id, "032x"))
+
     def span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
         template = route_template(routes, scope)
         return f"{scope.get('method', 'HTTP')} {template}", {"http.route": template}
@@ -113,9 +121,16 @@ def traced_app(app: ASGIApp, routes: list[BaseRoute]) -> ASGIApp:
         app,
         excluded_urls=UNTRACED_PATHS,
         default_span_details=span_details,
+        server_request_hook=remember_trace,
         # One span per request, not one per ASGI message: less to send, same story.
         exclude_spans=["receive", "send"],
     )
+
+
+def current_trace_id() -> str | None:
+    """The trace this code runs in: the current span's, or the request's whose span has just ended."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else request_trace_id.get()
 
 
 def flush_spans(timeout_seconds: float) -> None:
