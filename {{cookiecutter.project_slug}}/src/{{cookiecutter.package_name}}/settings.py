@@ -137,6 +137,8 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("redis_url", _parse_redis_url)
     env.add_parser("broker_url", _parse_broker_url)
     env.add_parser("http_url", _parse_http_url)
+    env.add_parser("optional_port", _parse_optional_port)
+    env.add_parser("optional_path", _parse_optional_path)
 
     values: dict[str, Any] = {
         # Backing services are attached by URL (factor IV); there is deliberately no default.
@@ -191,8 +193,8 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         "otel_service_name": env.str("OTEL_SERVICE_NAME", SERVICE_NAME, validate=Length(min=1)),
         # Prometheus metrics on their own port, never the public one; each process type serves the sum over
         # its processes (uvicorn's and Celery's), which write to PROMETHEUS_MULTIPROC_DIR.
-        "metrics_port": env.int("METRICS_PORT", None, validate=Range(min=1, max=65535)),
-        "prometheus_multiproc_dir": env.path("PROMETHEUS_MULTIPROC_DIR", None),
+        "metrics_port": env.optional_port("METRICS_PORT", None),
+        "prometheus_multiproc_dir": env.optional_path("PROMETHEUS_MULTIPROC_DIR", None),
         # Error reports: Sentry (or anything that speaks its protocol) when a DSN is given.
         "sentry_dsn": env.http_url("SENTRY_DSN", None),
         # Request bodies may hold personal data; they leave the service only if this says so.
@@ -263,6 +265,18 @@ def _parse_http_url(value: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError("Not an http:// or https:// URL.")
     return value
+
+
+def _parse_optional_port(value: str) -> int | None:
+    if not value:
+        return None  # `METRICS_PORT=` means unset, as in .env.example
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValidationError("Must be a port number, 1 to 65535.")
+    return int(value)
+
+
+def _parse_optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def _parse_broker_url(value: str) -> str | None:
