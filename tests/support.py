@@ -133,6 +133,29 @@ def assert_succeeded(process: subprocess.CompletedProcess[str]) -> None:
     assert process.returncode == 0, f"the command failed\n{explain(process)}"
 
 
+SUMMARY = re.compile(r"^(?:=+ )?(?P<counts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")
+NOT_RUN_OR_BROKEN = ("skipped", "xfailed", "xpassed", "failed", "error", "errors")
+
+
+def pytest_summary_counts(output: str) -> dict[str, int] | None:
+    """{'passed': 12, 'warnings': 1, ...} from pytest's closing line, or None if there is none."""
+    for line in reversed(output.splitlines()):
+        match = SUMMARY.match(line.strip())
+        if match:
+            return {word: int(count) for count, word in re.findall(r"(\d+) ([a-z]+)", match["counts"])}
+    return None
+
+
+def assert_every_test_ran_and_passed(process: subprocess.CompletedProcess[str]) -> None:
+    """A baked service's `make test` passed, ran something, and skipped or expected-failed nothing."""
+    assert process.returncode == 0, f"`make test` failed\n{explain(process)}"
+    counts = pytest_summary_counts(process.stdout)
+    assert counts is not None, f"no pytest summary line in the output\n{explain(process)}"
+    assert counts.get("passed", 0) > 0, f"nothing passed: {counts}\n{explain(process)}"
+    not_run = {word: count for word, count in counts.items() if word in NOT_RUN_OR_BROKEN}
+    assert not not_run, f"every test must run and pass: {counts}\n{explain(process)}"
+
+
 def git(project: Path, *arguments: str) -> str:
     process = run(["git", *arguments], cwd=project, timeout=30)
     assert_succeeded(process)

@@ -39,6 +39,7 @@ def test_make_demo_serves_and_finishes_a_job_with_no_servers(tmp_path: Path) -> 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C sends
         with contextlib.suppress(subprocess.TimeoutExpired):
             demo.wait(timeout=STOP_TIMEOUT)
+        stopped = demo.poll() is not None
 
     log = output_path.read_text(errors="replace")
     assert done, f"the item's job did not finish:\n{log}"
@@ -48,4 +49,8 @@ def test_make_demo_serves_and_finishes_a_job_with_no_servers(tmp_path: Path) -> 
     # The job went through the embedded broker, and the data lives in local files, not in a server.
     assert (project / "demo.sqlite3").is_file()
     assert (project / "broker.sqlite3").is_file()
-    assert "SIGKILL" not in log, log
+    # Ctrl-C stops every process. (Whether honcho also sends its SIGKILL, 5 s after its SIGTERM, is a race
+    # with the worker's stop on the embedded broker, polled in 2 s slices; test_procfile.py holds the
+    # formation to a platform's 30 s instead.)
+    assert stopped, f"still running {STOP_TIMEOUT:g} s after Ctrl-C:\n{log}"
+    assert "Application shutdown complete." in log, log

@@ -36,8 +36,19 @@ pytestmark = pytest.mark.slow
 
 # Heroku and Kubernetes send SIGKILL 30 s after SIGTERM; the whole formation must be gone before that.
 PLATFORM_GRACE = 30.0
-# Short, so the soft shutdown of a worker with a job in hand stays quick in the tests.
+# Short, so a process with work in hand gives up quickly in the tests.
 GRACEFUL_TIMEOUT = "5"
+# honcho as a platform runs a formation: SIGKILL to what still runs PLATFORM_GRACE seconds after SIGTERM,
+# not after honcho's own 5 s (a local convenience, which an idle worker on the embedded broker can need all
+# of: that transport is polled in 2 s slices). The test then holds the processes to the platform's limit.
+HONCHO_AS_A_PLATFORM = f"""
+import sys
+import honcho.manager
+from honcho.command import main
+
+honcho.manager.KILL_WAIT = {PLATFORM_GRACE}
+sys.exit(main())
+"""
 JOB_TIMEOUT = 20.0
 SECRET_KEY = secrets.token_urlsafe(48)
 
@@ -68,7 +79,8 @@ class FormationRun:
 
 def honcho(installed: InstalledService, *arguments: str) -> list[str]:
     # No env file: honcho would load the baked .env over the environment these tests set.
-    return [str(installed.bin / "honcho"), "start", "--no-colour", "--env", "/dev/null", *arguments]
+    python = str(installed.bin / "python")
+    return [python, "-c", HONCHO_AS_A_PLATFORM, "start", "--no-colour", "--env", "/dev/null", *arguments]
 
 
 def formation_environment(installed: InstalledService, **settings: str) -> dict[str, str]:
@@ -194,17 +206,13 @@ def test_every_line_of_web_and_worker_is_one_json_object(formation: FormationRun
             assert {"time", "level", "logger", "message"} <= set(event), line
 
 
-def test_sigterm_stops_the_whole_formation_within_the_grace_period(formation: FormationRun) -> None:
+def test_sigterm_stops_the_whole_formation_within_the_grace_period_without_a_kill(
+    formation: FormationRun,
+) -> None:
     assert formation.returncode is not None, f"still running {PLATFORM_GRACE:g} s after SIGTERM"
     assert formation.stop_seconds < PLATFORM_GRACE
+    assert "SIGKILL" not in formation.output, formation.output
     web_messages = [event["message"] for event in formation.events_of("web.1")]
     assert "Application shutdown complete." in web_messages
     worker_messages = [event["message"] for event in formation.events_of("worker.1")]
-    assert "worker: Cold shutdown (MainProcess)" in worker_messages, formation.output
-
-
-def test_sigterm_stops_a_formation_on_servers_without_a_kill(on_servers: FormationRun) -> None:
-    # honcho sends SIGKILL to whatever is still running 5 s after its SIGTERM. On Redis the worker stops
-    # in about 2 s. (On the embedded broker it can take 3-5 s: that transport polls, and Celery drains it
-    # in 2 s slices, so the embedded run is held only to the platform's grace period above.)
-    assert "SIGKILL" not in on_servers.output, on_servers.output
+    assert "worker: Warm shutdown (MainProcess)" in worker_messages, formation.output

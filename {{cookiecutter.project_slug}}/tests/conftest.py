@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from dotenv import dotenv_values
 from sqlalchemy import Engine, NullPool, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
@@ -37,13 +38,25 @@ if TYPE_CHECKING:
     # Imported where it is used, after `pytest_configure` has registered its warning filter.
     from starlette.testclient import TestClient
 
-# The servers come from the environment the suite runs in: `DATABASE_URL` names a PostgreSQL server (any
-# database on it, such as the `postgres` maintenance database) and `REDIS_URL` a Redis server. Each session
-# creates its own database on that server, migrates it with the real migrations and drops it at the end,
-# and claims a Redis database number of its own (emptied before and after), so several runs (or several
-# checkouts) can share both servers.
+# The servers are found where the service finds them: `DATABASE_URL` names a PostgreSQL server and
+# `REDIS_URL` a Redis server, exported or else from the project's `.env` (exported values win, as in
+# settings.py). Each session creates its own database on that server (the database the URL names need not
+# exist), migrates it with the real migrations and drops it at the end, and claims a Redis database number
+# of its own (emptied before and after), so several runs (or several checkouts) can share both servers.
 SERVER_VARIABLES = ("DATABASE_URL", "REDIS_URL")
 SERVERS = pytest.StashKey[dict[str, str]]()
+DOTENV = Path(__file__).resolve().parents[1] / ".env"
+# Databases are created and dropped from the maintenance database that every PostgreSQL server has.
+MAINTENANCE_DATABASE = "postgres"
+# Seconds to wait for a server's first answer before saying it is not there.
+SERVER_CONNECT_TIMEOUT = 5
+HOW_TO_GIVE_SERVERS = f"""\
+These tests run against real PostgreSQL and Redis servers; they never mock or skip them. Either
+  - start both on this machine's default ports, as the generated .env names them (package manager:
+    postgresql and redis-server; or docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16
+    and docker run -d -p 6379:6379 redis:7), or
+  - name running ones, in {DOTENV} or exported (exported values win), e.g.
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 make test"""
 # Databases this suite creates start with this, so a leftover from a killed run is easy to spot.
 DATABASE_PREFIX = "test_{{ cookiecutter.package_name }}_"
 # 48 characters, like the key the README tells people to generate (fixed, so every process shares it).
@@ -61,17 +74,49 @@ REDIS_DATABASES = range(1, 16)
 GRACEFUL_TIMEOUT = 5
 
 
+def server_urls() -> tuple[dict[str, str], list[str]]:
+    """The servers' URLs, exported or from `.env`, each with where it came from; and the names missing."""
+    from_file = dotenv_values(DOTENV) if DOTENV.is_file() else {}
+    urls, missing = {}, []
+    for name in SERVER_VARIABLES:
+        value = os.environ.get(name) or from_file.get(name)
+        if value:
+            urls[name] = value
+        else:
+            missing.append(name)
+    return urls, missing
+
+
+def server_problems(urls: dict[str, str]) -> list[str]:
+    """Why each server does not answer, if it does not."""
+    problems = []
+    database = DatabaseServer(make_url(urls["DATABASE_URL"]))
+    try:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:  # any failure to connect is reported the same way
+        problems.append(f"PostgreSQL at {database.server_url}: {error.__class__.__name__}: {error}".strip())
+    finally:
+        database.engine.dispose()
+    try:
+        with redis.Redis.from_url(urls["REDIS_URL"], socket_connect_timeout=SERVER_CONNECT_TIMEOUT) as server:
+            server.ping()
+    except Exception as error:
+        problems.append(f"Redis at {urls['REDIS_URL']}: {error.__class__.__name__}: {error}")
+    return problems
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Stop before collecting anything when the servers are not given: these tests never skip."""
-    missing = [name for name in SERVER_VARIABLES if not os.environ.get(name)]
-    if missing:
+    """Stop before collecting anything when the servers are not there: these tests never skip."""
+    # Read once, before any test changes the environment.
+    urls, missing = server_urls()
+    problems = [f"{name} is not set" for name in missing] if missing else server_problems(urls)
+    if problems:
         pytest.exit(
-            f"{' and '.join(missing)} must name real servers (these tests never mock or skip them), e.g.\n"
-            "  DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0",
+            "\n".join(["No servers to test against:", *(f"  {p}" for p in problems), HOW_TO_GIVE_SERVERS]),
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
-    # Read once, before any test changes the environment.
-    session.config.stash[SERVERS] = {name: os.environ[name] for name in SERVER_VARIABLES}
+    session.config.stash[SERVERS] = urls
 
 
 def url_string(url: URL) -> str:
@@ -86,7 +131,10 @@ class DatabaseServer:
         self.server_url = server_url
         # CREATE and DROP DATABASE cannot run inside a transaction.
         self.engine: Engine = create_engine(
-            sync_url(server_url), isolation_level="AUTOCOMMIT", poolclass=NullPool
+            sync_url(server_url.set(database=MAINTENANCE_DATABASE)),
+            isolation_level="AUTOCOMMIT",
+            poolclass=NullPool,
+            connect_args={"connect_timeout": SERVER_CONNECT_TIMEOUT},
         )
 
     def create(self) -> URL:
@@ -224,7 +272,7 @@ def truncate_items(database_url: URL) -> Callable[[], None]:
         engine = create_engine(sync_url(database_url), poolclass=NullPool)
         try:
             with engine.begin() as connection:
-                connection.execute(text("TRUNCATE items RESTART IDENTITY"))
+                connection.execute(text("TRUNCATE items, job_outbox RESTART IDENTITY"))
         finally:
             engine.dispose()
 

@@ -19,6 +19,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.web.app import create_app
 
 from conftest import UNREACHABLE_DATABASE_URL
+from processes import settled_readiness
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
@@ -51,7 +52,7 @@ def test_healthz_is_ok_without_touching_the_database(unreachable_client: TestCli
 
 
 def test_readyz_is_ok_when_the_schema_is_at_head(client: TestClient) -> None:
-    response = client.get("/readyz")
+    response = settled_readiness(client.get)
 
     assert response.status_code == 200
     assert response.json() == {"status": "ready"}
@@ -60,7 +61,7 @@ def test_readyz_is_ok_when_the_schema_is_at_head(client: TestClient) -> None:
 def test_readyz_is_503_naming_the_schema_when_the_database_is_not_migrated(
     unmigrated_client: TestClient,
 ) -> None:
-    response = unmigrated_client.get("/readyz")
+    response = settled_readiness(unmigrated_client.get)
 
     assert response.status_code == 503
     body = response.json()
@@ -90,7 +91,7 @@ def test_readyz_stays_ready_when_a_newer_release_has_migrated_the_schema(
     engine.dispose()
 
     for client in client_for(settings, empty_database_url):
-        response = client.get("/readyz")
+        response = settled_readiness(client.get)
 
     assert response.status_code == 200, response.json()
 

@@ -14,7 +14,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,11 +27,11 @@ from {{ cookiecutter.package_name }}.models import (
     Item,
     ItemStatus,
 )
+from {{ cookiecutter.package_name }}.outbox import pending_jobs
+from {{ cookiecutter.package_name }}.reconnect import PromptlyReconnecting
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import (
     PROCESS_ITEM,
-    SWEEP_BATCH,
-    claim_stale_pending_items,
     process_item,
 )
 from {{ cookiecutter.package_name }}.web.app import create_app
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 # The queue is named after the package, so services sharing one Redis never take each other's jobs.
 QUEUE = "{{ cookiecutter.package_name }}"
 JOBS_LOGGER = "{{ cookiecutter.package_name }}.web.jobs"
-PERIOD = timedelta(minutes=5)
 OBSERVER = "test-observe-publish"
 # Seconds a second transaction is given to show it is waiting for the first one's row locks.
 BLOCKED_FOR = 0.5
@@ -118,59 +117,6 @@ def test_two_deliveries_of_one_job_at_once_take_turns_and_the_second_finds_it_do
     assert get_item(engine, item_id).digest == hashlib.sha256(b"item 0").hexdigest()
 
 
-def test_claim_returns_only_items_pending_longer_than_the_period(engine: Engine) -> None:
-    stale = add_items(engine, 2, age=PERIOD + timedelta(minutes=1))
-    add_items(engine, 2, age=PERIOD - timedelta(minutes=1))
-
-    claimed = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
-
-    assert claimed == stale
-
-
-def test_claim_touches_the_items_so_an_immediate_second_claim_returns_nothing(engine: Engine) -> None:
-    stale = add_items(engine, 3, age=PERIOD * 2)
-    before = datetime.now(UTC)
-
-    first = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
-    second = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
-
-    assert (first, second) == (stale, [])
-    for item_id in stale:
-        item = get_item(engine, item_id)
-        assert item.status is ItemStatus.PENDING
-        assert item.updated_at >= before - timedelta(seconds=1)
-
-
-def test_claim_never_returns_done_items(engine: Engine) -> None:
-    add_items(engine, 2, status=ItemStatus.DONE, age=PERIOD * 10)
-
-    assert in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD)) == []
-
-
-def test_claim_takes_at_most_one_batch_and_the_next_sweep_takes_the_rest(engine: Engine) -> None:
-    stale = add_items(engine, SWEEP_BATCH + 1, age=PERIOD * 2)
-
-    first = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
-    second = in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
-
-    assert first == stale[:SWEEP_BATCH]
-    assert second == stale[SWEEP_BATCH:]
-
-
-def test_two_clocks_sweeping_at_once_claim_each_item_once(engine: Engine) -> None:
-    stale = add_items(engine, 3, age=PERIOD * 2)
-    with Session(engine) as first, first.begin():
-        assert claim_stale_pending_items(first, PERIOD) == stale
-        second, results = run_in_thread(
-            lambda: in_transaction(engine, lambda session: claim_stale_pending_items(session, PERIOD))
-        )
-        second.join(BLOCKED_FOR)
-        assert second.is_alive(), "the second sweep did not wait for the first one's row locks"
-    second.join(10)
-
-    assert results == [[]]
-
-
 def queued_messages(redis_url: str) -> list[dict[str, Any]]:
     """The messages waiting in the service's queue, as kombu's Redis transport stores them."""
     with redis.Redis.from_url(redis_url) as database:
@@ -190,6 +136,28 @@ def test_create_item_enqueues_its_job_with_the_request_id_in_a_header(
     assert message["content-type"] == "application/json"
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     assert (args, kwargs) == ([created.json()["id"]], {})
+
+
+def test_create_item_records_its_job_in_the_outbox_and_deletes_it_once_the_broker_has_it(
+    client: TestClient, engine: Engine, redis_url: str
+) -> None:
+    seen_at_publish: list[list[tuple[str, list[Any]]]] = []
+
+    def observe(**_: Any) -> None:
+        with Session(engine) as session:
+            seen_at_publish.append([(job.task, job.args) for job in pending_jobs(session)])
+
+    signals.before_task_publish.connect(observe, weak=False, dispatch_uid=OBSERVER)
+    try:
+        created = client.post("/items", json={"name": "outboxed"})
+    finally:
+        signals.before_task_publish.disconnect(dispatch_uid=OBSERVER)
+
+    # Committed with its item, before the publish; gone after it.
+    assert seen_at_publish == [[(PROCESS_ITEM, [created.json()["id"]])]]
+    with Session(engine) as session:
+        assert pending_jobs(session) == []
+    assert len(queued_messages(redis_url)) == 1
 
 
 def test_job_is_published_only_after_its_item_is_committed(client: TestClient, engine: Engine) -> None:
@@ -235,6 +203,20 @@ def test_create_item_is_201_and_stays_pending_when_the_broker_is_unreachable(
     assert warning.getMessage().startswith(f"Could not enqueue {PROCESS_ITEM}")
 
 
+def test_a_failed_publish_is_recorded_in_the_outbox_as_due_at_once(
+    client_without_broker: TestClient, engine: Engine
+) -> None:
+    before = datetime.now(UTC)
+    created = client_without_broker.post("/items", json={"name": "relay me"}, headers={"X-Request-ID": "r-1"})
+
+    with Session(engine) as session:
+        (job,) = pending_jobs(session)
+    assert (job.task, job.args, job.request_id) == (PROCESS_ITEM, [created.json()["id"]], "r-1")
+    # Known to have failed, not guessed from its age: the relay may take it at once.
+    assert job.attempts == 1
+    assert before <= job.due_at <= datetime.now(UTC)
+
+
 def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(client_without_broker: TestClient) -> None:
     response = client_without_broker.get("/readyz")
 
@@ -253,13 +235,19 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
         # Redelivered only once the job has surely been killed by its time limit.
         assert conf.task_time_limit == settings.job_time_limit
         assert conf.broker_transport_options["visibility_timeout"] > settings.job_time_limit
+        # A job left unacknowledged by a worker that died is looked for every 10 s, not every 100 s.
+        assert conf.broker_transport_options["unacked_restore_throttle"] == 1
+        # A worker keeps reconnecting to a broker that went away, however long it stays away, and often.
+        assert conf.broker_connection_max_retries is None
+        assert isinstance(app.connection_for_read(), PromptlyReconnecting)
         # JSON only, no result backend, the service's own logging.
         assert conf.task_serializer == "json"
         assert list(conf.accept_content) == ["json"]
         assert conf.task_ignore_result is True
         assert conf.worker_hijack_root_logger is False
-        # Jobs in hand get GRACEFUL_TIMEOUT after SIGTERM, inside the platforms' 30 s.
-        assert 0 < conf.worker_soft_shutdown_timeout == settings.graceful_timeout < 30
+        # No soft shutdown: it would sleep all of GRACEFUL_TIMEOUT with any job in hand (worker.py stops
+        # the worker once its jobs are done instead, and cancels them at GRACEFUL_TIMEOUT).
+        assert conf.worker_soft_shutdown_timeout == 0
         assert conf.task_default_queue == QUEUE
     finally:
         app.close()

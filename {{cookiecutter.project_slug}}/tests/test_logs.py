@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,6 +13,8 @@ from {{ cookiecutter.package_name }}.logs import (
     configure_logging,
     request_id,
 )
+
+from processes import STARTUP_TIMEOUT, running_web
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
@@ -144,3 +147,19 @@ def test_every_json_line_names_the_release_that_wrote_it(capsys: pytest.CaptureF
     logging.getLogger("uvicorn.error").info("two")
 
     assert [event["release"] for event in json_lines(capsys.readouterr().out)] == ["v42-abc1234"] * 2
+
+
+def test_web_start_up_says_where_it_listens_and_nothing_of_library_internals(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    def is_listening(event: dict[str, Any]) -> bool:
+        return str(event["message"]).startswith("Uvicorn running on")
+
+    with running_web(service_env, tmp_path) as web:
+        listening = web.wait_for_event(is_listening, STARTUP_TIMEOUT)
+        start_up = web.events()
+
+    assert listening["logger"] == "uvicorn.error"
+    # Alembic's "setup plugin" lines, one per plugin, used to open every start.
+    assert [event["message"] for event in start_up if event["logger"].startswith("alembic")] == []
+    assert web.stderr == ""

@@ -69,7 +69,6 @@ def test_defaults_apply_to_every_optional_variable(required: pytest.MonkeyPatch)
     assert settings.broker_url is None
     assert settings.worker_concurrency == 2
     assert settings.job_time_limit == 300
-    assert settings.requeue_pending_after == 300
 
 
 def test_dotenv_in_the_working_directory_is_read(
@@ -222,7 +221,6 @@ def test_empty_broker_url_and_redis_url_name_redis_url(required: pytest.MonkeyPa
         ("WORKER_CONCURRENCY", "0"),
         ("WORKER_CONCURRENCY", "65"),
         ("JOB_TIME_LIMIT", "0"),
-        ("REQUEUE_PENDING_AFTER", "0"),
     ],
 )
 def test_job_and_shutdown_settings_out_of_range_are_refused(

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select, text
 
-from {{ cookiecutter.package_name }}.models import ItemStatus
+from {{ cookiecutter.package_name }}.models import Item, ItemStatus
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.web.resources import Resources
+from {{ cookiecutter.package_name }}.worker import create_celery
 
 from conftest import (
     GRACEFUL_TIMEOUT,
+    add_items,
+    get_item,
     items_by_id,
 )
 from processes import (
@@ -31,6 +39,7 @@ from processes import (
     running,
     running_web,
     running_worker,
+    settled_readiness,
     wait_until,
 )
 
@@ -46,19 +55,23 @@ UNACKED = "unacked"
 BACKLOG = 40
 DRAIN_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-# Seconds a worker may take to exit beyond GRACEFUL_TIMEOUT: closing the pool and the broker connection.
-STOP_MARGIN = 5
+# Seconds a worker may take to exit beyond GRACEFUL_TIMEOUT: closing the pool and the broker connection take
+# 2-3 s; wide, for a loaded machine, and still far inside the platforms' 30 s.
+STOP_MARGIN = 10
+# A worker whose last job is done exits in 2-3 s (Celery's own warm shutdown); far more on a busy machine
+# is still far below the GRACEFUL_TIMEOUT of 25 s that the test sets.
+SHORT_JOB_STOP_BOUND = 15
 
 
 def test_readyz_names_process_stopping_once_a_stop_is_requested(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert client.get("/readyz").status_code == 200
+    assert settled_readiness(client.get).status_code == 200
     resources: Resources = client.app_state["resources"]
 
     with caplog.at_level(logging.INFO, logger=SHUTDOWN_LOGGER):
         resources.draining.begin()
-    response = client.get("/readyz")
+    response = settled_readiness(client.get)
 
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "problems": {"process": "stopping"}}
@@ -217,3 +230,96 @@ def test_worker_stopped_in_the_middle_of_a_backlog_loses_no_job(
             return stop_timed(first), first
 
     assert_no_job_lost(stop_after_first_job, backlog, stop_env, engine, redis_url, tmp_path)
+
+
+@contextmanager
+def row_locked(engine: Engine, item_id: int) -> Iterator[Connection]:
+    """Hold the item's row lock in an open transaction: its job waits in the worker until it is released.
+
+    A job that takes as long as the test wants, with nothing in the service made slow for the test.
+    """
+    with engine.connect() as holder:
+        holder.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+        yield holder
+        holder.rollback()
+
+
+def job_waits_for_a_lock(engine: Engine) -> bool:
+    """Whether a session of this database waits for a row lock: the job is in a pool process's hands."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as connection:
+        return bool(connection.execute(query).scalar_one())
+
+
+def is_warm_shutdown(event: dict[str, Any]) -> bool:
+    return bool(event["message"] == "worker: Warm shutdown (MainProcess)")
+
+
+def test_worker_with_a_short_job_in_hand_stops_once_the_job_is_done_not_at_graceful_timeout(
+    settings: Settings, engine: Engine, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A grace period far longer than the bound below: a worker that waited it out would fail the test.
+    env = {**service_env, "GRACEFUL_TIMEOUT": "25"}
+    (item_id,) = add_items(engine, 1)
+    producer = create_celery(settings)
+    try:
+        with running_worker(env, tmp_path) as worker, row_locked(engine, item_id) as holder:
+            producer.send_task(PROCESS_ITEM, args=[item_id])
+            wait_until(lambda: job_waits_for_a_lock(engine), DRAIN_TIMEOUT, "the job in hand")
+            # As platforms send it: to every process of the worker, pool processes included.
+            os.killpg(worker.process.pid, signal.SIGTERM)
+            worker.wait_for_event(is_warm_shutdown, STOP_TIMEOUT)
+            # The job, in hand through the stop request, finishes now.
+            holder.rollback()
+            try:
+                exit_code = worker.process.wait(timeout=SHORT_JOB_STOP_BOUND)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running {SHORT_JOB_STOP_BOUND} s after its job:\n{worker.stdout}")
+    finally:
+        producer.close()
+
+    assert exit_code == 0
+    assert done_outcomes(worker) == [item_id]
+    assert get_item(engine, item_id).status is ItemStatus.DONE
+    assert worker.stderr == ""
+
+
+def test_job_still_running_at_graceful_timeout_is_requeued_and_done_by_the_next_worker(
+    settings: Settings,
+    engine: Engine,
+    stop_env: dict[str, str],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    grace = int(stop_env["GRACEFUL_TIMEOUT"])
+    (item_id,) = add_items(engine, 1)
+    producer = create_celery(settings)
+    try:
+        with row_locked(engine, item_id) as holder:
+            with running_worker(stop_env, tmp_path, "worker-1") as first:
+                producer.send_task(PROCESS_ITEM, args=[item_id])
+                wait_until(lambda: job_waits_for_a_lock(engine), DRAIN_TIMEOUT, "the job in hand")
+                started = time.monotonic()
+                os.killpg(first.process.pid, signal.SIGTERM)
+                # The job cannot finish while the lock is held: only the deadline stops this worker.
+                first_exit = first.process.wait(timeout=grace + STOP_MARGIN)
+                first_took = time.monotonic() - started
+            holder.rollback()
+        with running_worker(stop_env, tmp_path, "worker-2") as second:
+            wait_until(lambda: done_outcomes(second) or None, DRAIN_TIMEOUT, "the job done by worker 2")
+            second_exit = second.stop(timeout=STOP_TIMEOUT)
+    finally:
+        producer.close()
+
+    assert (first_exit, second_exit) == (0, 0)
+    # Cancelled at the deadline, not before: the job had its whole grace period.
+    assert first_took >= grace
+    # Every line of the stop, cancellation notices included, is a log event (`events()` parses each).
+    assert done_outcomes(first, second) == [item_id]
+    assert first.stderr == ""
+    assert get_item(engine, item_id).status is ItemStatus.DONE
+    with redis.Redis.from_url(redis_url) as database:
+        assert (database.llen(QUEUE), database.hlen(UNACKED)) == (0, 0)

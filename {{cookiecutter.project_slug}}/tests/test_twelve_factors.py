@@ -26,6 +26,7 @@ from processes import (
     json_events,
     run_command,
     running_web,
+    settled_readiness,
 )
 
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
@@ -44,12 +45,12 @@ def test_web_binds_port_from_env_and_serves_health(service_env: dict[str, str], 
 def test_every_stdout_line_is_json(service_env: dict[str, str], tmp_path: Path) -> None:
     with running_web(service_env, tmp_path) as web, httpx2.Client(base_url=web.base_url, timeout=5) as http:
         assert http.get("/healthz").status_code == 200
-        assert http.get("/readyz").status_code == 200
+        assert settled_readiness(http.get).status_code == 200
         assert http.post("/items", json={"name": "from a process"}).status_code == 201
         traced = http.get("/items", headers={"X-Request-ID": "process-trace-1"})
         assert traced.headers["x-request-id"] == "process-trace-1"
         assert http.get("/no/such/route").status_code == 404
-        web.stop(timeout=GRACEFUL_TIMEOUT)
+        web.stop(timeout=COMMAND_TIMEOUT)
 
     events = json_events(web.stdout)
     access = [event for event in events if event["logger"] == ACCESS_LOGGER]
@@ -69,7 +70,7 @@ def test_sigterm_stops_web_cleanly(service_env: dict[str, str], tmp_path: Path) 
         assert httpx2.get(f"{web.base_url}/healthz", timeout=5).status_code == 200
 
         started = time.monotonic()
-        exit_code = web.stop(timeout=GRACEFUL_TIMEOUT)
+        exit_code = web.stop(timeout=COMMAND_TIMEOUT)
 
     assert time.monotonic() - started < GRACEFUL_TIMEOUT
     # uvicorn 0.54 finishes its graceful shutdown, then re-raises the signal it caught, so the process
@@ -145,7 +146,7 @@ def test_migrate_then_web_with_percent_encoded_password(
     assert at_head["message"] == f"Database schema is at head {', '.join(sorted(head_revisions()))}"
 
     with running_web(env, tmp_path) as web, httpx2.Client(base_url=web.base_url, timeout=5) as http:
-        ready = http.get("/readyz")
+        ready = settled_readiness(http.get)
         created = http.post("/items", json={"name": "behind a password"})
         fetched = http.get(created.headers["location"])
 
@@ -160,9 +161,9 @@ def test_unhandled_error_is_json_500_and_its_traceback_line_carries_the_request_
     # Web on a database the release step never migrated: readiness says so, and a query fails unexpectedly.
     env = {**service_env, "DATABASE_URL": url_string(empty_database_url)}
     with running_web(env, tmp_path) as web, httpx2.Client(base_url=web.base_url, timeout=5) as http:
-        ready = http.get("/readyz")
+        ready = settled_readiness(http.get)
         failed = http.get("/items", headers={"X-Request-ID": "process-500"})
-        web.stop(timeout=GRACEFUL_TIMEOUT)
+        web.stop(timeout=COMMAND_TIMEOUT)
 
     assert ready.status_code == 503
     assert set(ready.json()["problems"]) == {"schema"}

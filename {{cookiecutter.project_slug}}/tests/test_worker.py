@@ -8,27 +8,29 @@ killed at the end.
 from __future__ import annotations
 
 import hashlib
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from {{ cookiecutter.package_name }}.models import ItemStatus
+from {{ cookiecutter.package_name }}.outbox import (
+    pending_jobs,
+    publish_failed,
+    record_job,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import (
     PROCESS_ITEM,
-    REQUEUE_PENDING_ITEMS,
 )
 from {{ cookiecutter.package_name }}.worker import create_celery
 
 from conftest import (
     add_items,
     get_item,
-    items_by_id,
 )
 from processes import (
     STARTUP_TIMEOUT,
@@ -38,6 +40,7 @@ from processes import (
     run_command,
     running,
     running_worker,
+    settled_readiness,
     wait_until,
 )
 
@@ -128,7 +131,7 @@ def test_job_delivered_twice_does_its_work_once(
     producer = create_celery(settings)
     try:
         with running_worker(worker_env, tmp_path) as worker:
-            # Two deliveries of one job, as after a lost worker or a clock's re-enqueue; with two pool
+            # Two deliveries of one job, as after a lost worker or a relay that died mid-round; with two pool
             # processes they may well run at the same moment.
             producer.send_task(PROCESS_ITEM, args=[item_id])
             producer.send_task(PROCESS_ITEM, args=[item_id])
@@ -141,31 +144,28 @@ def test_job_delivered_twice_does_its_work_once(
     assert (item.status, item.digest) == (ItemStatus.DONE, digest_of("item 0"))
 
 
-def test_sweep_job_enqueues_an_item_left_pending_and_the_item_is_done(
-    settings: Settings, engine: Engine, worker_env: dict[str, str], tmp_path: Path
+def test_clock_relays_a_job_whose_publish_failed_and_the_worker_does_it(
+    engine: Engine, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # Pending for longer than REQUEUE_PENDING_AFTER, its job never enqueued (the broker was down, say).
-    (stale,) = add_items(engine, 1, age=timedelta(seconds=settings.requeue_pending_after * 2))
-    (fresh,) = add_items(engine, 1)
-    producer = create_celery(settings)
-    try:
-        with running_worker(worker_env, tmp_path) as worker:
-            # What the clock sends every minute.
-            producer.send_task(REQUEUE_PENDING_ITEMS)
-            wait_for_outcomes(worker, stale)
-            requeued = worker.wait_for_event(lambda event: "item_ids" in event, JOB_TIMEOUT)
-    finally:
-        producer.close()
+    # An item committed with its job while the broker was down: the web's publish failed and said so.
+    (item_id,) = add_items(engine, 1)
+    with Session(engine) as session, session.begin():
+        job = record_job(PROCESS_ITEM, [item_id], "request-while-broker-down")
+        session.add(job)
+        session.flush()
+        session.execute(publish_failed(job.id))
 
-    assert requeued["item_ids"] == [stale]
-    assert requeued["level"] == "WARNING"
-    # The job the sweep enqueued is traced by the sweep's id (its own, as no request enqueued the sweep).
-    (outcome,) = [event for event in worker.events() if event.get("item_id") == stale]
-    assert outcome["request_id"] == requeued["request_id"] is not None
-    items = items_by_id(engine)
-    assert items[stale].status is ItemStatus.DONE
-    # Its job may simply be queued behind others: an item pending for less than the period is left alone.
-    assert items[fresh].status is ItemStatus.PENDING
+    with running_worker(worker_env, tmp_path) as worker, running("clock", worker_env, tmp_path) as clock:
+        wait_for_outcomes(worker, item_id)
+        relayed = clock.wait_for_event(lambda event: event.get("jobs") == 1, JOB_TIMEOUT)
+
+    assert relayed["message"] == "Relayed 1 jobs from the outbox"
+    (outcome,) = [event for event in worker.events() if event.get("item_id") == item_id]
+    # The relayed job is traced by the request that recorded it.
+    assert outcome["request_id"] == "request-while-broker-down"
+    assert get_item(engine, item_id).status is ItemStatus.DONE
+    with Session(engine) as session:
+        assert pending_jobs(session) == []
 
 
 def test_worker_stdout_is_one_json_object_per_line_shutdown_notices_included(
@@ -179,7 +179,7 @@ def test_worker_stdout_is_one_json_object_per_line_shutdown_notices_included(
     assert exit_code == 0
     events = json_events(worker.stdout)  # fails on any line that is not a JSON log event
     notices = [event["message"] for event in events if event["logger"] == NOTICE_LOGGER]
-    assert "worker: Cold shutdown (MainProcess)" in notices
+    assert "worker: Warm shutdown (MainProcess)" in notices
     assert worker.stderr == ""
 
 
@@ -200,7 +200,7 @@ def test_zero_server_configuration_runs_a_job_on_local_files(
         web.wait_until_serving()
         worker.wait_for_event(is_ready, STARTUP_TIMEOUT)
         with httpx2.Client(base_url=web.base_url, timeout=5) as http:
-            ready = http.get("/readyz")
+            ready = settled_readiness(http.get)
             created = http.post("/items", json={"name": "no servers"})
             location = created.headers["location"]
             done = wait_until(
@@ -222,12 +222,10 @@ def test_clock_stops_on_sigterm_and_keeps_no_schedule_file(
 
     with running("clock", service_env, tmp_path) as clock:
         clock.wait_for_event(is_starting, STARTUP_TIMEOUT)
-        started = time.monotonic()
+        # Within STOP_TIMEOUT (typically well under a second), far inside the platforms' 30 s.
         exit_code = clock.stop(timeout=STOP_TIMEOUT)
-        stopped_after = time.monotonic() - started
 
     assert exit_code == 0
-    assert stopped_after < 5
     # Factor VI: the schedule lives in memory; nothing is written to the working directory.
     assert list((tmp_path / "workdir").iterdir()) == []
     json_events(clock.stdout)

@@ -104,8 +104,9 @@ def worker() -> None:
     """Run jobs from the queue (the Procfile's `worker` process); SIGTERM requeues what cannot finish."""
     stop_cleanly_while_starting()
     # Platforms send SIGTERM to every process in the container, pool children included. Remapped, the
-    # children ignore it and the worker makes a time-limited soft shutdown (see worker.py). billiard reads
-    # this variable when it is first imported, which is why the worker module is imported only below.
+    # children ignore it and finish the job in hand, and Celery cancels a job with SIGQUIT (see worker.py).
+    # billiard reads this variable when it is first imported, which is why the worker module is imported
+    # only below.
     os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     settings = load_or_exit()
     from .worker import run_worker

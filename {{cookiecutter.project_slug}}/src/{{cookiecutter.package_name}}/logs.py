@@ -109,3 +109,6 @@ def configure_logging(
     logging.getLogger("uvicorn.access").propagate = False
     # Python warnings become log events too, instead of bare text on stderr.
     logging.captureWarnings(True)
+    # Alembic announces each of its built-in plugins at INFO whenever it is imported, as the web process
+    # does to compare schema revisions: an inventory of library internals that no operator acts on.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Enum, Index, Integer, MetaData, String, func
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, Index, Integer, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints can be altered and dropped by later migrations; unnamed ones differ per database.
@@ -32,8 +33,6 @@ class ItemStatus(enum.StrEnum):
 
 class Item(Base):
     __tablename__ = "items"
-    # The clock's sweep looks for items still pending after a while (see tasks.claim_stale_pending_items).
-    __table_args__ = (Index("ix_items_status_updated_at", "status", "updated_at"),)
 
     id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -55,3 +54,27 @@ class Item(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class OutboxJob(Base):
+    """A job recorded in the same transaction as the change it is for, kept until the broker has it.
+
+    See outbox.py: the web publishes it right after the commit and deletes the row; the clock's relay
+    publishes whatever is left (a publish that failed, a process that died first), retrying with backoff.
+    """
+
+    __tablename__ = "job_outbox"
+    # The relay asks for the jobs that are due, oldest first.
+    __table_args__ = (Index("ix_job_outbox_due_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
+    # The Celery message name and its arguments, as `send_task` takes them.
+    task: Mapped[str] = mapped_column(String(200))
+    args: Mapped[list[Any]] = mapped_column(JSON)
+    # The request that recorded the job, so a relayed job's log lines still carry its id.
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # Failed publishes so far; the relay waits longer after each one.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the relay may next publish it: just after the web's own attempt, or after a backoff.
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

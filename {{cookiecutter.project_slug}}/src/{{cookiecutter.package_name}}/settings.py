@@ -70,7 +70,6 @@ class Settings:
     graceful_timeout: int
     worker_concurrency: int
     job_time_limit: int
-    requeue_pending_after: int
     release_id: str
     otel_exporter_otlp_endpoint: str | None
     otel_traces_exporter: str
@@ -177,8 +176,6 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Seconds a job may run before it is killed; the broker redelivers unfinished jobs only after twice
         # this, so a job still running is never handed to a second worker.
         "job_time_limit": env.int("JOB_TIME_LIMIT", 300, validate=Range(min=1)),
-        # Seconds an item may stay pending before the clock enqueues its job again (a lost enqueue).
-        "requeue_pending_after": env.int("REQUEUE_PENDING_AFTER", 300, validate=Range(min=1)),
         # Which build this process runs (factor V): the image's build argument, else Heroku's release number
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",

@@ -4,38 +4,51 @@
 messages to it, `<slug> worker` consumes them, `<slug> clock` publishes the periodic ones. Job state lives
 in the service's database, so there is no result backend.
 
-Shutdown: platforms send SIGTERM, then SIGKILL 30 s later, often to every process of the container at
-once. `<slug> worker` sets `REMAP_SIGTERM=SIGQUIT` (see cli.py), which makes Celery's pool children ignore
-SIGTERM and turns it into a *soft shutdown*: jobs in hand get `GRACEFUL_TIMEOUT` seconds to finish, then
-any still running are cancelled and, because messages are acknowledged only after their job ran, go back
-to the queue for the next worker. Nothing waits for SIGKILL, and nothing is lost.
+Shutdown (factor IX): platforms send SIGTERM, then SIGKILL 30 s later, often to every process of the
+container at once. On SIGTERM the worker stops taking messages and makes a *warm shutdown*: it exits as
+soon as the jobs in hand are done (2-3 s after the last one: Celery's own closing steps). A timer started
+by the same SIGTERM escalates to Celery's *cold shutdown* at `GRACEFUL_TIMEOUT`: jobs still running then
+are cancelled and, because messages are acknowledged only after their job ran, go back to the queue for
+the next worker. Nothing waits for SIGKILL, and nothing is lost. (Celery's own soft shutdown is not used:
+it sleeps the whole timeout once any job is in hand, even one that finishes in milliseconds; celery#9505.)
+
+`<slug> worker` sets `REMAP_SIGTERM=SIGQUIT` (see cli.py) for the pool processes: they ignore the
+SIGTERM a platform sends to the whole container, so a job in hand finishes instead of dying with it, and
+Celery cancels a job with SIGQUIT instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import ssl
-from datetime import timedelta
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import celery.apps.worker
 from celery import Celery, signals
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import tasks
 from .database import create_sync_database_engine
 from .logs import configure_logging, request_id
+from .reconnect import PromptlyReconnecting
+from .relay import OutboxRelay
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 # The message header that carries the id of the web request (or clock tick) that enqueued a job.
 REQUEST_ID_HEADER = "request_id"
-# How often the clock looks for items whose job was never enqueued (or was lost).
-SWEEP_EVERY_SECONDS = 60.0
+# A job that fails because the database is unreachable is retried after 1, 2, 4... s, at most this long
+# apart, and never given up: it is idempotent, and the alternative is an item left pending for good.
+DATABASE_RETRY_MAX_SECONDS = 10
+# Seconds the clock gives its outbox relay to finish a round when it stops.
+RELAY_STOP_TIMEOUT = 5.0
 # File descriptor of the process's stdout, whatever Python's sys.stdout has been replaced with.
 STDOUT = 1
 # Signals by which a platform (or a person at a terminal) asks a worker to stop.
@@ -65,11 +78,12 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         # Logs go through the service's single stdout handler (logs.py), in the service's format.
         worker_hijack_root_logger=False,
-        # SIGTERM (remapped by `<slug> worker`): jobs in hand get this long, inside the platform's 30 s.
-        worker_soft_shutdown_timeout=float(settings.graceful_timeout),
         # A worker that starts before the broker is up keeps retrying instead of exiting.
         broker_connection_retry_on_startup=True,
-        # A web request waits about a second at most for a broken broker; the clock enqueues the job later.
+        # ...and so does one whose broker goes away later, however long it stays away (Celery's default
+        # gives up after 100 attempts, and a worker that exited consumes nothing when the broker returns).
+        broker_connection_max_retries=None,
+        # A web request waits about a second at most for a broken broker; the outbox relay publishes later.
         task_publish_retry_policy={
             "max_retries": 2,
             "interval_start": 0,
@@ -78,12 +92,13 @@ def create_celery(settings: Settings) -> Celery:
         },
         # Time zone of the clock's schedule; UTC avoids surprises at daylight-saving changes.
         timezone="UTC",
-        beat_schedule={
-            "requeue-pending-items": {"task": tasks.REQUEUE_PENDING_ITEMS, "schedule": SWEEP_EVERY_SECONDS},
-        },
+        # Periodic jobs go here. Jobs whose publish failed need no sweep: the outbox relay publishes them.
+        beat_schedule={},
         # The clock keeps its schedule in memory, not in a file: processes are stateless (factor VI).
         beat_scheduler="celery.beat:Scheduler",
     )
+    # Every broker connection Celery makes (consumer, producers) retries a lost broker every few seconds.
+    app.amqp.Connection = PromptlyReconnecting
     return app
 
 
@@ -96,6 +111,10 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # Redis hands an unacknowledged message to another worker after this long; it must exceed the
         # longest job, or a job still running would run twice at once.
         "visibility_timeout": settings.job_time_limit * 2,
+        # Look for such jobs (left unacknowledged by a worker that died) every 10 s. kombu's default scans
+        # on only every 10th of its 10 s ticks, so a lost job could wait 100 s more to be redelivered.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         # A broker that does not answer fails a publish within seconds instead of hanging a request.
         "socket_connect_timeout": 5,
         "socket_timeout": 10,
@@ -115,9 +134,12 @@ def broker_tls(broker_url: str) -> dict[str, Any] | None:
     return {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
-def register_jobs(app: Celery, engine: Engine, settings: Settings) -> None:
-    """Bind the jobs in tasks.py to Celery message names, each in its own database transaction."""
-    pending_for = timedelta(seconds=settings.requeue_pending_after)
+def register_jobs(app: Celery, engine: Engine) -> None:
+    """Bind the jobs in tasks.py to Celery message names, each in its own database transaction.
+
+    A job that raises is acknowledged and forgotten by Celery, so one that fails because the database is
+    unreachable (OperationalError, InterfaceError) is published again, with a growing delay, instead.
+    """
 
     def process_item(item_id: int) -> None:
         with Session(engine) as session, session.begin():
@@ -125,16 +147,13 @@ def register_jobs(app: Celery, engine: Engine, settings: Settings) -> None:
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
-    def requeue_pending_items() -> None:
-        with Session(engine) as session, session.begin():
-            item_ids = tasks.claim_stale_pending_items(session, pending_for)
-        for item_id in item_ids:
-            app.send_task(tasks.PROCESS_ITEM, args=[item_id])
-        if item_ids:
-            logger.warning("Re-enqueued %d pending items", len(item_ids), extra={"item_ids": item_ids})
-
-    app.task(name=tasks.PROCESS_ITEM)(process_item)
-    app.task(name=tasks.REQUEUE_PENDING_ITEMS)(requeue_pending_items)
+    app.task(
+        name=tasks.PROCESS_ITEM,
+        autoretry_for=(OperationalError, InterfaceError),
+        retry_backoff=True,
+        retry_backoff_max=DATABASE_RETRY_MAX_SECONDS,
+        max_retries=None,
+    )(process_item)
 
 
 def propagate_request_ids() -> None:
@@ -190,18 +209,64 @@ def announce_in_log_format() -> None:
     celery.apps.worker.safe_say = say
 
 
+def stop_when_idle_or_at_deadline(worker: Any, grace_seconds: float) -> threading.Timer:
+    """Make SIGTERM a warm shutdown now and a cold one `grace_seconds` later; returns the deadline timer.
+
+    Warm: Celery stops consuming, waits for the jobs in hand and exits once they are done. Cold, at the
+    deadline: Celery's SIGQUIT handler cancels what still runs, and each cancelled job's message goes back
+    to the queue. The timer is a daemon thread that only sends a signal, so the cold shutdown itself runs
+    where Celery expects it, in its signal handler in the main thread.
+    """
+    main_process = os.getpid()
+
+    def cancel_what_still_runs() -> None:
+        logger.warning("Jobs still running %g s after SIGTERM go back to the queue", grace_seconds)
+        os.kill(main_process, signal.SIGQUIT)
+
+    deadline = threading.Timer(grace_seconds, cancel_what_still_runs)
+    # A worker that finished its jobs in time exits without waiting for the timer.
+    deadline.daemon = True
+
+    def start_deadline(_: Any) -> None:
+        # A second SIGTERM (some supervisors repeat it) keeps the first deadline.
+        if deadline.ident is None:
+            deadline.start()
+
+    # The installer behind Celery's own SIGTERM and SIGQUIT handlers: the same notice ("worker: Warm
+    # shutdown"), the same `worker_shutting_down` signal, the same flag that ends the consumer loop.
+    celery.apps.worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=start_deadline)
+    return deadline
+
+
+def worker_class(app: Celery, grace_seconds: float) -> Any:
+    """The app's Worker class, with the SIGTERM handler above in place of Celery's own.
+
+    Celery installs its signal handlers when the worker starts, in `install_platform_tweaks`; replacing
+    the SIGTERM one right there leaves no moment in which a SIGTERM would take Celery's path instead.
+    """
+
+    class Worker(app.Worker):  # type: ignore[misc]
+        deadline: threading.Timer | None = None
+
+        def install_platform_tweaks(self, worker: Any) -> None:
+            super().install_platform_tweaks(worker)
+            self.deadline = stop_when_idle_or_at_deadline(worker, grace_seconds)
+
+    return Worker
+
+
 def run_worker(settings: Settings) -> int:
     """`<slug> worker`: consume jobs until stopped; returns the exit code."""
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
-    register_jobs(app, engine, settings)
+    register_jobs(app, engine)
     use_service_logging(settings)
     announce_in_log_format()
     propagate_request_ids()
     # Pool processes are forked from this one: database connections must not cross processes.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
     start_worker_telemetry(settings, app, engine)
-    worker = app.Worker(
+    worker = worker_class(app, float(settings.graceful_timeout))(
         concurrency=settings.worker_concurrency,
         loglevel=logging.getLevelName(settings.log_level),
         # No banner: stdout carries log events only.
@@ -214,8 +279,10 @@ def run_worker(settings: Settings) -> int:
     stop_requests: list[str] = []
     signals.worker_shutting_down.connect(lambda sig, **_: stop_requests.append(sig), weak=False)
     worker.start()
+    if worker.deadline is not None:
+        worker.deadline.cancel()
     engine.dispose()
-    # Celery reports a soft (cold) shutdown as a failure; a stop the platform asked for is a clean exit.
+    # Celery reports a cold shutdown as a failure; a stop the platform asked for is a clean exit.
     if stop_requests and stop_requests[0] in STOP_SIGNALS:
         return 0
     return int(worker.exitcode or 0)
@@ -243,7 +310,8 @@ def start_worker_telemetry(settings: Settings, app: Celery, engine: Engine) -> N
 
 
 def run_clock(settings: Settings) -> None:
-    """`<slug> clock`: publish the periodic jobs. Run exactly one; a second is harmless (see tasks.py)."""
+    """`<slug> clock`: publish the periodic jobs, and relay the outbox's (see relay.py). Run exactly one;
+    a second is harmless."""
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
@@ -255,4 +323,11 @@ def run_clock(settings: Settings) -> None:
     # now, so that it can never land inside an import and turn a clean stop into a crash.
     with app.connection_for_write() as connection:
         _ = app.amqp.Producer, connection.transport
-    app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()
+    engine = create_sync_database_engine(settings)
+    relay = OutboxRelay(engine, app)
+    relay.start()
+    try:
+        app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()
+    finally:
+        relay.stop(RELAY_STOP_TIMEOUT)
+        engine.dispose()

@@ -12,7 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..logs import request_id
 from ..models import Item
+from ..outbox import record_job
 from ..tasks import PROCESS_ITEM
 from .resources import Resources
 
@@ -69,9 +71,13 @@ async def create_item(request: Request) -> JSONResponse:
     async with resources.sessions() as session:
         item = Item(name=data["name"])
         session.add(item)
+        await session.flush()
+        # Recorded in the item's own transaction: if the item exists, so does its job (see outbox.py).
+        job = record_job(PROCESS_ITEM, [item.id], request_id.get())
+        session.add(job)
         await session.commit()
     # Only after the commit: a worker that picks the job up at once must find the item in the database.
-    await resources.jobs.enqueue(PROCESS_ITEM, item.id)
+    await resources.jobs.publish(job, resources.sessions)
     return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
 
 
