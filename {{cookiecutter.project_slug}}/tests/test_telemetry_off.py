@@ -33,7 +33,7 @@ with TestClient(app_from_environment()) as client:
 settings = load_settings()
 engine = create_sync_database_engine(settings)
 app = create_celery(settings)
-register_jobs(app, engine, settings)
+register_jobs(app, engine)
 start_worker_telemetry(settings, app, engine)
 print(json.dumps(sorted(sys.modules)))
 """
