@@ -9,7 +9,7 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests run the template's own tools (uv, ruff, cookiecutter) from the virtual environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install test test-fast test-slow lint lock lock-service demo clean
+.PHONY: help install test test-fast test-slow lint lock lock-service demo bench wrk clean
 
 help:
 	@echo "make demo       bake a service into build/demo and run its web and worker on \$$PORT (default 8000)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint       ruff and mypy --strict on the template's tests and hooks"
 	@echo "make lock       recompile requirements.txt from pyproject.toml"
 	@echo "make lock-service  recompile the generated service's requirements*.txt from its pyproject.toml"
+	@echo "make bench      a default bake against the bare stack under wrk; table in build/bench/results.md"
 
 # Hash-checked install of the template's tools, redone only when the lock changes.
 $(VENV)/.installed: requirements.txt
@@ -74,6 +75,27 @@ lock-service: install
 	$(MAKE) -C build/lock/my-service lock
 	cp build/lock/my-service/requirements.txt build/lock/my-service/requirements-dev.txt \
 		'{{cookiecutter.project_slug}}/'
+
+# The benchmark: a default bake, installed, against bare Starlette, raw asyncpg and bare Celery (bench/).
+# Smoke run: make bench BENCH_ROUNDS=1 BENCH_SECONDS=1 BENCH_JOBS=20 BENCH_STARTS=1
+BENCH_DIR ?= build/bench
+BENCH_ROUNDS ?= 5
+BENCH_SECONDS ?= 10
+BENCH_CONNECTIONS ?= 64
+BENCH_JOBS ?= 300
+BENCH_STARTS ?= 3
+BENCH := $(BENCH_DIR)/my-service
+bench: install wrk
+	rm -rf $(BENCH)
+	$(BIN)/cookiecutter --no-input . -o $(BENCH_DIR)
+	$(MAKE) -C $(BENCH) install
+	$(BENCH)/.venv/bin/python -m bench.run --service $(BENCH) --slug my-service --out $(BENCH_DIR)/results.md \
+		--database-url $(DATABASE_URL) --redis-url $(REDIS_URL) --rounds $(BENCH_ROUNDS) \
+		--seconds $(BENCH_SECONDS) --connections $(BENCH_CONNECTIONS) --jobs $(BENCH_JOBS) --starts $(BENCH_STARTS)
+
+# The load generator, from Debian's packages (CI runs as root on a fresh Debian machine).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -40,6 +40,7 @@ DEPENDENCY_IMPORT_NAMES = frozenset(
         "asyncpg",
         "celery",
         "click",
+        "deptry",
         "environs",
         "httptools",
         "httpx",

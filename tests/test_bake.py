@@ -117,9 +117,10 @@ def test_migrations_ship_with_at_least_one_revision(default_bake: Bake) -> None:
     assert sorted(path.name for path in versions.glob("*.py") if path.name != "__init__.py")
 
 
-def test_procfile_releases_with_migrate_and_serves_with_web(default_bake: Bake) -> None:
+def test_procfile_releases_with_the_release_command_and_serves_with_web(default_bake: Bake) -> None:
     lines = (default_bake.project / "Procfile").read_text().splitlines()
-    assert "release: my-service migrate" in lines
+    # `release` audits the deploy (`check`), then migrates.
+    assert "release: my-service release" in lines
     assert "web: my-service web" in lines
 
 
@@ -145,7 +146,7 @@ def test_unusual_name_is_used_for_the_console_script_and_procfile(unusual_bake: 
     assert pyproject["project"]["name"] == "cafe-unicode-service"
     assert pyproject["project"]["scripts"] == {"cafe-unicode-service": "cafe_unicode_service.cli:main"}
     lines = (unusual_bake.project / "Procfile").read_text().splitlines()
-    assert "release: cafe-unicode-service migrate" in lines
+    assert "release: cafe-unicode-service release" in lines
     assert "web: cafe-unicode-service web" in lines
 
 

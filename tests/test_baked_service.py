@@ -45,7 +45,7 @@ NOWHERE_REDIS_URL = "redis://127.0.0.1:1/0"
 # What uvicorn does on SIGTERM, observed: it shuts down gracefully, then re-raises the signal on itself.
 EXIT_AFTER_SIGTERM = -signal.SIGTERM
 
-COMMANDS = ("web", "migrate", "config", "shell")
+COMMANDS = ("web", "release", "check", "migrate", "config", "shell")
 # Every variable the service reads: the acceptance runs give each one explicitly or leave it unset.
 SERVICE_VARIABLES = (
     "DATABASE_URL",
@@ -54,6 +54,7 @@ SERVICE_VARIABLES = (
     "PORT",
     "WEB_CONCURRENCY",
     "FORWARDED_ALLOW_IPS",
+    "FORWARDED_ALLOW_ALL",
     "GRACEFUL_TIMEOUT",
     "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW",
@@ -63,6 +64,8 @@ SERVICE_VARIABLES = (
     "WORKER_CONCURRENCY",
     "JOB_TIME_LIMIT",
     "RELEASE_ID",
+    "ALLOWED_HOSTS",
+    "MAX_BODY_BYTES",
 )
 
 
@@ -93,7 +96,7 @@ def test_console_script_help_lists_every_command(service: InstalledService) -> N
 def test_make_lint_passes(service: InstalledService) -> None:
     process = run(["make", "lint"], cwd=service.project, env=clean_environment(), timeout=LINT_TIMEOUT)
     assert process.returncode == 0, (
-        f"`make lint` (ruff, ruff format --check, mypy --strict)\n{explain(process)}"
+        f"`make lint` (ruff, ruff format --check, mypy --strict, deptry)\n{explain(process)}"
     )
 
 

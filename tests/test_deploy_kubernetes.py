@@ -165,9 +165,11 @@ def test_web_pauses_before_sigterm_so_routing_stops_first(default_bake: Bake) ->
 # --- Releases and formation --------------------------------------------------------------------------------
 
 
-def test_release_job_runs_migrate_a_bounded_number_of_times_and_cleans_up(default_bake: Bake) -> None:
+def test_release_job_runs_the_release_command_a_bounded_number_of_times_and_cleans_up(
+    default_bake: Bake,
+) -> None:
     job = workload(default_bake, "release")
-    assert kubernetes_argv(default_bake, only_container(job))[1:] == ["migrate"]
+    assert kubernetes_argv(default_bake, only_container(job)) == procfile(default_bake)["release"]
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert 0 < job["spec"]["backoffLimit"] <= 5
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
@@ -245,3 +247,10 @@ def test_web_and_worker_pods_serve_metrics_on_their_own_port_which_the_service_n
         assert annotations["prometheus.io/port"] == metrics_port
     service = resource(default_bake, "Service", f"{default_bake.slug}-web")
     assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
+
+
+def test_configmap_allows_the_services_own_name_and_not_every_host(default_bake: Bake) -> None:
+    # Probes reach the pod by IP and are exempt from the check (web/hosts.py); callers use the Service's name.
+    hosts = configmap(default_bake)["ALLOWED_HOSTS"].split(",")
+    assert default_bake.slug in hosts
+    assert "*" not in hosts

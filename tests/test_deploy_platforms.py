@@ -101,9 +101,8 @@ def test_file_matches_its_published_schema(any_bake: Bake, path: str, schema: st
 
 
 def test_procfile_declares_every_process_type_as_a_subcommand_of_the_console_script(any_bake: Bake) -> None:
-    assert procfile(any_bake) == {
-        process: [any_bake.slug, "migrate" if process == "release" else process] for process in PROCESS_TYPES
-    }
+    # Each process type is the subcommand of its name; `release` runs `check`, then `migrate`.
+    assert procfile(any_bake) == {process: [any_bake.slug, process] for process in PROCESS_TYPES}
 
 
 @pytest.mark.parametrize("process", PROCESS_TYPES)
@@ -233,10 +232,12 @@ def test_ci_lints_and_tests_against_service_containers_and_builds_the_image(defa
     jobs = document["jobs"]
     assert all(job.get("timeout-minutes") for job in jobs.values()), "every job needs timeout-minutes"
     runs = [step.get("run", "") for job in jobs.values() for step in job["steps"]]
-    for command in ("make install", "make lint", "make test"):
+    for command in ("make install", "make lint", "make test", "make fuzz", "make audit"):
         assert command in runs
     assert any(re.search(r"docker build .*--build-arg RELEASE_ID=", command) for command in runs)
     testing = next(job for job in jobs.values() if any(s.get("run") == "make test" for s in job["steps"]))
+    # The fuzz run needs the database and the broker, like the tests.
+    assert any(step.get("run") == "make fuzz" for step in testing["steps"])
     services = testing["services"]
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
@@ -255,3 +256,23 @@ def test_compose_serves_metrics_on_their_own_unpublished_port(default_bake: Bake
         assert services[process]["expose"] == [metrics_port]
         published = [str(port).split(":")[0] for port in services[process].get("ports", [])]
         assert metrics_port not in published
+
+
+def test_ci_audits_the_hashed_lock_and_the_source(default_bake: Bake) -> None:
+    makefile = (default_bake.project / "Makefile").read_text()
+    recipe = re.search(r"^audit-dependencies:\n\t(?P<command>.*)$", makefile, re.MULTILINE)
+    assert recipe, "no audit-dependencies target"
+    # Every locked file checked against its hash; a dependency that could not be checked fails the audit.
+    for option in ("--require-hashes", "--strict", "-r requirements.txt"):
+        assert option in recipe["command"]
+    assert re.search(r"^audit-code:\n\t.*bandit .*src$", makefile, re.MULTILINE)
+    assert re.search(r"^audit: audit-dependencies audit-code$", makefile, re.MULTILINE)
+
+
+# --- Allowed hosts -----------------------------------------------------------------------------------------
+
+
+def test_heroku_answers_to_its_herokuapp_name_without_allowing_every_host(default_bake: Bake) -> None:
+    hosts = app_json(default_bake)["env"]["ALLOWED_HOSTS"]["value"].split(",")
+    assert "*.herokuapp.com" in hosts
+    assert "*" not in hosts

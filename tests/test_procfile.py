@@ -30,7 +30,7 @@ from processes import (
     poll,
     process_group,
 )
-from support import InstalledService, Installer, assert_succeeded, clean_environment, run
+from support import InstalledService, Installer, assert_succeeded, clean_environment, explain, run
 
 pytestmark = pytest.mark.slow
 
@@ -91,8 +91,10 @@ def formation_environment(installed: InstalledService, **settings: str) -> dict[
     return env
 
 
-def run_formation(installed: InstalledService, env: dict[str, str], workdir: Path) -> FormationRun:
-    release = run(honcho(installed, "release"), cwd=installed.project, env=env, timeout=120)
+def run_formation(
+    installed: InstalledService, env: dict[str, str], workdir: Path, release_command: list[str]
+) -> FormationRun:
+    release = run(release_command, cwd=installed.project, env=env, timeout=120)
     assert_succeeded(release)
 
     port = free_port()
@@ -143,20 +145,27 @@ def on_servers(
         own_redis_database(installed, backing_services["REDIS_URL"], workdir) as redis_url,
     ):
         env = formation_environment(installed, DATABASE_URL=database_url, REDIS_URL=redis_url)
-        yield run_formation(installed, env, workdir)
+        yield run_formation(installed, env, workdir, honcho(installed, "release"))
 
 
-@pytest.fixture(scope="module")
-def embedded(installed: InstalledService, tmp_path_factory: pytest.TempPathFactory) -> FormationRun:
-    """The formation with nothing but Python: the database and the job queue are local SQLite files."""
-    workdir = tmp_path_factory.mktemp("formation-embedded")
-    env = formation_environment(
+def embedded_environment(installed: InstalledService, workdir: Path) -> dict[str, str]:
+    return formation_environment(
         installed,
         DATABASE_URL=f"sqlite:///{workdir / 'app.sqlite3'}",
         BROKER_URL=f"sqla+sqlite:///{workdir / 'broker.sqlite3'}",
         REDIS_URL="",
     )
-    return run_formation(installed, env, workdir)
+
+
+@pytest.fixture(scope="module")
+def embedded(installed: InstalledService, tmp_path_factory: pytest.TempPathFactory) -> FormationRun:
+    """The formation with nothing but Python: the database and the job queue are local SQLite files.
+
+    Released as `make demo` releases it, with `migrate` alone: the Procfile's `release` refuses local files.
+    """
+    workdir = tmp_path_factory.mktemp("formation-embedded")
+    env = embedded_environment(installed, workdir)
+    return run_formation(installed, env, workdir, [str(installed.script), "migrate"])
 
 
 FORMATIONS = ["on_servers", "embedded"]
@@ -172,11 +181,23 @@ def test_procfile_declares_release_web_worker_and_clock(installed: InstalledServ
     lines = (installed.project / "Procfile").read_text().splitlines()
     slug = installed.bake.slug
     assert lines == [
-        f"release: {slug} migrate",
+        f"release: {slug} release",
         f"web: {slug} web",
         f"worker: {slug} worker",
         f"clock: {slug} clock",
     ]
+
+
+def test_release_process_refuses_local_files_that_other_hosts_cannot_share(
+    installed: InstalledService, tmp_path: Path
+) -> None:
+    env = embedded_environment(installed, tmp_path)
+    release = run(honcho(installed, "release"), cwd=installed.project, env=env, timeout=120)
+
+    assert release.returncode != 0, explain(release)
+    assert "DATABASE_URL (factor VI)" in release.stdout, explain(release)
+    assert "BROKER_URL (factor VI)" in release.stdout, explain(release)
+    assert list(tmp_path.glob("*.sqlite3")) == []
 
 
 def test_release_process_migrates_and_exits_zero(formation: FormationRun) -> None:

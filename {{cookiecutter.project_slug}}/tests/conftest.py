@@ -70,6 +70,9 @@ REDIS_CLAIM_PREFIX = "twelvefactor-test-claim:"
 REDIS_CLAIM_SECONDS = 3600
 REDIS_DATABASES = range(1, 16)
 
+# The Host header of Starlette's TestClient.
+TEST_CLIENT_HOST = "testserver"
+
 # Seconds a process gets to finish its work after SIGTERM (GRACEFUL_TIMEOUT), unless a test sets another.
 GRACEFUL_TIMEOUT = 5
 
@@ -263,6 +266,8 @@ def settings(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str)
     environment.setenv("REDIS_URL", redis_url)
     environment.setenv("SECRET_KEY", SECRET_KEY)
     environment.setenv("LOG_FORMAT", "json")
+    # The host name Starlette's TestClient sends; real processes are reached at 127.0.0.1, a default host.
+    environment.setenv("ALLOWED_HOSTS", TEST_CLIENT_HOST)
     return load_settings()
 
 

@@ -196,3 +196,27 @@ def running_worker(env: dict[str, str], cwd: Path, name: str = "worker") -> Iter
     with running("worker", env, cwd, name) as worker:
         worker.wait_for_event(is_ready, STARTUP_TIMEOUT)
         yield worker
+
+
+def read_head(connection: socket.socket) -> bytes:
+    """Bytes up to the end of a response's head (what follows it stays in `connection`'s buffer)."""
+    received = b""
+    for _ in range(1000):
+        if received.endswith(b"\r\n\r\n"):
+            return received
+        received += connection.recv(1) or pytest.fail(f"connection closed after {received!r}")
+    pytest.fail(f"no end of response head in {received!r}")
+
+
+def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one HTTP/1.1 response with a Content-Length."""
+    status_line, *header_lines = read_head(connection).decode().strip().split("\r\n")
+    headers = {
+        name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    body = b""
+    for _ in range(1000):
+        if len(body) >= int(headers["content-length"]):
+            break
+        body += connection.recv(65536) or pytest.fail(f"connection closed after {body!r}")
+    return int(status_line.split()[1]), headers, body

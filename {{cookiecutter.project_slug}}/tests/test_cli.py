@@ -22,7 +22,7 @@ def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
 
     assert result.exit_code == 0
-    for command in ("web", "worker", "clock", "migrate", "config", "shell"):
+    for command in ("web", "worker", "clock", "release", "check", "migrate", "config", "shell"):
         assert f"  {command} " in result.stdout
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +52,29 @@ def test_json_format_writes_one_object_per_line_with_time_level_logger_message(
     assert first["message"] == "hello world"
     assert first["answer"] == 42
     assert second["message"] == "two\nlines"
+
+
+def test_json_time_is_utc_iso_8601_with_milliseconds(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "json")
+
+    before = int(time.time() * 1000) / 1000
+    logging.getLogger(TEST_LOGGER).info("now")
+    after = time.time()
+
+    (event,) = json_lines(capsys.readouterr().out)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+00:00", event["time"])
+    logged = datetime.fromisoformat(event["time"])
+    assert logged.utcoffset() == UTC.utcoffset(None)
+    assert before <= logged.timestamp() <= after
+
+
+def test_alembic_plugin_announcements_are_not_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(logging.INFO, "json")
+
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.schemas")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade")
+
+    assert [event["logger"] for event in json_lines(capsys.readouterr().out)] == ["alembic.runtime.migration"]
 
 
 def test_json_format_includes_the_exception(capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,7 +71,7 @@ def test_requests_and_jobs_are_counted_once_each_across_two_web_and_two_job_proc
     assert value(web_samples, "http_requests_total", **post) == REQUESTS
     assert value(web_samples, "http_request_duration_seconds_count", **post) == REQUESTS
     # Errors are the same metric by status, under the route template rather than each id.
-    missing = {"method": "GET", "route": "/items/{item_id:int}", "status": "404"}
+    missing = {"method": "GET", "route": "/items/{item_id}", "status": "404"}
     assert value(web_samples, "http_requests_total", **missing) == 1
     assert value(worker_samples, "jobs_total", job=PROCESS_ITEM, outcome="success") == REQUESTS
     job_durations = value(worker_samples, "job_duration_seconds_count", job=PROCESS_ITEM, outcome="success")

@@ -6,11 +6,9 @@ cannot finish within GRACEFUL_TIMEOUT, acknowledged jobs only after they ran, so
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +27,6 @@ from {{ cookiecutter.package_name }}.web.resources import Resources
 from {{ cookiecutter.package_name }}.worker import create_celery
 
 from conftest import (
-    GRACEFUL_TIMEOUT,
     add_items,
     get_item,
     items_by_id,
@@ -37,7 +34,6 @@ from conftest import (
 from processes import (
     ServiceProcess,
     running,
-    running_web,
     running_worker,
     settled_readiness,
     wait_until,
@@ -79,70 +75,6 @@ def test_readyz_names_process_stopping_once_a_stop_is_requested(
     assert stop_requested.getMessage().startswith("Stop requested")
     # Liveness is another matter: a stopping process is not a dead one.
     assert client.get("/healthz").status_code == 200
-
-
-def read_head(connection: socket.socket) -> bytes:
-    """Bytes up to the end of a response's head (what follows it stays in `connection`'s buffer)."""
-    received = b""
-    for _ in range(1000):
-        if received.endswith(b"\r\n\r\n"):
-            return received
-        received += connection.recv(1) or pytest.fail(f"connection closed after {received!r}")
-    pytest.fail(f"no end of response head in {received!r}")
-
-
-def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of one HTTP/1.1 response with a Content-Length."""
-    status_line, *header_lines = read_head(connection).decode().strip().split("\r\n")
-    headers = {
-        name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)
-    }
-    body = b""
-    for _ in range(1000):
-        if len(body) >= int(headers["content-length"]):
-            break
-        body += connection.recv(65536) or pytest.fail(f"connection closed after {body!r}")
-    return int(status_line.split()[1]), headers, body
-
-
-def test_sigterm_lets_an_in_flight_request_finish_then_the_web_process_exits(
-    service_env: dict[str, str], tmp_path: Path
-) -> None:
-    body = json.dumps({"name": "in flight"}).encode()
-    head = (
-        "POST /items HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"X-Request-ID: in-flight-1\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-
-    def is_stop_requested(event: dict[str, Any]) -> bool:
-        return event["logger"] == SHUTDOWN_LOGGER and str(event["message"]).startswith("Stop requested")
-
-    with running_web(service_env, tmp_path) as web:
-        with socket.create_connection(("127.0.0.1", web.port), timeout=GRACEFUL_TIMEOUT) as connection:
-            connection.sendall(head)
-            # The server says "100 Continue" once the app asks for the body: the request is in flight.
-            assert read_head(connection).startswith(b"HTTP/1.1 100 ")
-            connection.sendall(body[:5])
-            web.process.send_signal(signal.SIGTERM)
-            web.wait_for_event(is_stop_requested, GRACEFUL_TIMEOUT)
-            connection.sendall(body[5:])
-            status, headers, answer = read_response(connection)
-        exit_code = web.process.wait(timeout=GRACEFUL_TIMEOUT + 5)
-
-    assert status == 201
-    assert json.loads(answer)["name"] == "in flight"
-    assert headers["x-request-id"] == "in-flight-1"
-    # uvicorn finishes its graceful shutdown, then re-raises the SIGTERM it caught.
-    assert exit_code == -signal.SIGTERM
-    order = [
-        event["message"]
-        for event in web.events()
-        if is_stop_requested(event)
-        or event["logger"] == ACCESS_LOGGER
-        or event["message"] == "Application shutdown complete."
-    ]
-    assert order[0].startswith("Stop requested")
-    assert order[1:] == ["POST /items 201", "Application shutdown complete."]
 
 
 @pytest.fixture

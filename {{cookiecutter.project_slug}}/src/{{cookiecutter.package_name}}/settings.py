@@ -1,8 +1,9 @@
 """Factor III: all configuration comes from the environment, is validated once at start, and fails fast.
 
-This is the only module that reads environment variables. `load_settings()` is called by the entry point
-of each process (see `cli.py`), never at import, and the resulting frozen `Settings` is passed down
-explicitly to the web app, the engines and the commands.
+This is the only module that reads (or writes) environment variables; ruff's banned-API rule holds every
+other module to that. `load_settings()` is called by the entry point of each process (see `cli.py`), never
+at import, and the resulting frozen `Settings` is passed down explicitly to the web app, the engines and
+the commands.
 
 Validation is deferred (`Env(eager=False)` then `seal()`), so one start-up error names every missing or
 invalid variable at once instead of making you fix them one restart at a time.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +66,7 @@ class Settings:
     port: int
     web_concurrency: int
     forwarded_allow_ips: str
+    forwarded_allow_all: bool
     log_level: int
     log_format: LogFormat
     db_pool_size: int
@@ -71,6 +75,8 @@ class Settings:
     worker_concurrency: int
     job_time_limit: int
     release_id: str
+    allowed_hosts: tuple[str, ...]
+    max_body_bytes: int
     otel_exporter_otlp_endpoint: str | None
     otel_traces_exporter: str
     otel_exporter_otlp_protocol: str
@@ -94,7 +100,8 @@ class Settings:
     def job_broker_url(self) -> str:
         """Where jobs are queued: BROKER_URL if set, else REDIS_URL (load_settings ensures one of them)."""
         broker = self.broker_url or self.redis_url
-        assert broker is not None
+        if broker is None:
+            raise ConfigurationError({"REDIS_URL": ["Environment variable not set."]})
         return broker
 
     def displayed(self) -> Iterator[tuple[str, str]]:
@@ -109,6 +116,8 @@ class Settings:
                 shown = "" if value is None else mask_url_password(value)
             elif field.name == "log_level":
                 shown = logging.getLevelName(value)
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
             else:
                 shown = str(value)
             yield field.name.upper(), shown
@@ -135,6 +144,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("database_url", _parse_database_url)
     env.add_parser("redis_url", _parse_redis_url)
     env.add_parser("broker_url", _parse_broker_url)
+    env.add_parser("allowed_hosts", _parse_allowed_hosts)
     env.add_parser("http_url", _parse_http_url)
     env.add_parser("optional_port", _parse_optional_port)
     env.add_parser("optional_path", _parse_optional_path)
@@ -163,6 +173,9 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         "web_concurrency": env.int("WEB_CONCURRENCY", 1, validate=Range(min=1, max=64)),
         # Proxies whose X-Forwarded-* headers are trusted; "*" on Heroku, whose router is the only client.
         "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        # "*" lets any client forge its address and scheme unless a proxy is the only way in: `check` refuses
+        # it until the deploy says so here, explicitly.
+        "forwarded_allow_all": env.bool("FORWARDED_ALLOW_ALL", False),
         "log_level": env.log_level("LOG_LEVEL", logging.INFO),
         # json for machines (production), console for people (a terminal).
         "log_format": env.str("LOG_FORMAT", "json", validate=OneOf(["json", "console"])),
@@ -179,6 +192,15 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Which build this process runs (factor V): the image's build argument, else Heroku's release number
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
+        # --- Hostile input and security (web process) ---
+        # Host names this service answers to; any other Host header gets a 400, so a forged Host never reaches
+        # the app (nor links or caches built from it). Probes are exempt: Kubernetes sends the pod's IP.
+        # Comma-separated; "*.example.com" matches its subdomains; "*" turns the check off.
+        "allowed_hosts": env.allowed_hosts("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"),
+        # Bodies larger than this are refused (413) before more of them is read; an item is far smaller.
+        "max_body_bytes": env.int(
+            "MAX_BODY_BYTES", 1024 * 1024, validate=Range(min=1024, max=100 * 1024 * 1024)
+        ),
         # Telemetry: each part is off, and its libraries never imported, until these variables turn it on.
         # The standard OpenTelemetry variables: an OTLP endpoint alone turns traces on (base URL of a
         # collector, such as http://collector:4318; spans go to its /v1/traces).
@@ -285,6 +307,33 @@ def _parse_broker_url(value: str) -> str | None:
     return value
 
 
+# A host name, an IPv4 address or a bracketed IPv6 address, optionally "*." first: no port, path or space.
+HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])")
+
+
+def _parse_allowed_hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in value.split(",") if host.strip())
+    if not hosts:
+        raise ValidationError('Must name at least one host (or "*" for any).')
+    if "*" in hosts:
+        return ("*",)
+    bad = [host for host in hosts if not HOST_PATTERN.fullmatch(host)]
+    if bad:
+        raise ValidationError(
+            f"Not a host name: {', '.join(bad)} (no scheme, port or path; '*.' only as a prefix)."
+        )
+    return hosts
+
+
 def environment_names() -> list[str]:
     """The environment variables `load_settings` reads, in declaration order."""
     return [field.name.upper() for field in dataclasses.fields(Settings)]
+
+
+def remap_sigterm_for_job_pool() -> None:
+    """Make Celery's pool children ignore SIGTERM, so the worker's main process decides how to stop.
+
+    The one variable this service writes: billiard (Celery's pool) reads REMAP_SIGTERM when it is first
+    imported, so `<slug> worker` calls this before importing the worker module (see cli.py).
+    """
+    os.environ["REMAP_SIGTERM"] = "SIGQUIT"

@@ -17,8 +17,12 @@ from ..settings import Settings, load_settings
 from ..worker import create_celery, propagate_request_ids
 from . import health, items
 from .errors import EXCEPTION_HANDLERS
+from .headers import SecurityHeadersMiddleware
+from .hosts import AllowedHostsMiddleware
 from .jobs import JobQueue
+from .limits import BodyLimitMiddleware
 from .middleware import RequestIdMiddleware
+from .openapi import openapi_endpoint
 from .resources import Resources
 from .shutdown import Draining, announce_stop_signals
 
@@ -38,6 +42,10 @@ def create_app(settings: Settings) -> Starlette:
 
             count_pool_connections(engine.sync_engine)
         celery = create_celery(settings)
+        # Load the broker's transport (kombu imports it lazily) now, before serving: paid inside the first
+        # /readyz, the import alone took most of its 2 s budget on a busy machine. Nothing connects here.
+        with celery.connection_for_write() as connection:
+            _ = connection.transport
         propagate_request_ids()
         resources = Resources(
             engine=engine,
@@ -67,14 +75,20 @@ def create_app(settings: Settings) -> Starlette:
         # One route per path: Starlette answers 405 with the Allow header of the first route matching the
         # path, so two routes for /items would tell a client that only one of its methods exists.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
-        Route("/items/{item_id:int}", items.get_item, methods=["GET"]),
+        Route("/items/{item_id}", items.get_item, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
+    ]
+    # Outermost first: every response, a refusal included, gets the security headers and a request id.
+    middleware = [
+        *telemetry_middleware(settings, routes),
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
+        Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts, exempt_paths=PROBE_PATHS),
+        Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
     return Starlette(
         routes=routes,
-        middleware=[
-            *telemetry_middleware(settings, routes),
-            Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
-        ],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -1,11 +1,13 @@
 """Every error is a JSON body with the right status: 4xx for bad input, 503 for a missing backing service.
 
 Body shape: {"error": {"status": 422, "message": "...", "fields": {"name": ["..."]}}}; `fields` only on 422.
+(`openapi.py` publishes this shape as the `Error` schema.)
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError
@@ -17,25 +19,28 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
 from ..logs import request_id
+from .headers import security_headers
 from .middleware import REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
 
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message, **extra}}, status_code=status)
+def error_response(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"error": {"status": status, "message": message, **extra}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    response = error_response(exc.status_code, exc.detail)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
+    if not isinstance(exc, HTTPException):
+        raise TypeError(exc)
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
 
 async def invalid_input(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ValidationError)
+    if not isinstance(exc, ValidationError):
+        raise TypeError(exc)
     fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
     return error_response(422, "The request has invalid fields.", fields=fields)
 
@@ -49,10 +54,12 @@ async def backing_service_unavailable(request: Request, exc: Exception) -> Respo
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # A bug: uvicorn logs the traceback after this response is sent; the client still gets JSON.
     response = error_response(500, "Internal Server Error")
-    # Starlette sends this from outside the request-id middleware, which has left the id set for it.
+    # Starlette sends this from outside the other middleware: add what they would have added. The
+    # request-id middleware has left the id set for this.
     rid = request_id.get()
     if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid
+    response.raw_headers.extend(security_headers(request.url.scheme))
     return response
 
 

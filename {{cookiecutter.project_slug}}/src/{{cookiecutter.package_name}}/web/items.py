@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..logs import request_id
 from ..models import Item
 from ..outbox import record_job
 from ..tasks import PROCESS_ITEM
+from .payloads import json_body
 from .resources import Resources
 
 # PostgreSQL's BIGINT: an id past this cannot exist, so it is a 404, not a database error.
@@ -62,11 +62,7 @@ async def items_collection(request: Request) -> JSONResponse:
 
 async def create_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(400, "The request body is not valid JSON.") from None
-    data = NewItem().load(body)
+    data = NewItem().load(await json_body(request))
 
     async with resources.sessions() as session:
         item = Item(name=data["name"])
@@ -81,11 +77,23 @@ async def create_item(request: Request) -> JSONResponse:
     return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
 
 
+def item_id_of(segment: str) -> int:
+    """The id in an item's path; 404 for anything that cannot be a stored id.
+
+    Parsed here rather than by Starlette's `int` convertor, which turns a path of thousands of digits into
+    a 500 (Python refuses to convert integers that long)."""
+    if (
+        not (segment.isascii() and segment.isdigit())
+        or len(segment) > len(str(MAX_ID))
+        or int(segment) > MAX_ID
+    ):
+        raise HTTPException(404, f"No item with id {segment[:40]}.")
+    return int(segment)
+
+
 async def get_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
-    item_id: int = request.path_params["item_id"]
-    if item_id > MAX_ID:
-        raise HTTPException(404, f"No item with id {item_id}.")
+    item_id = item_id_of(request.path_params["item_id"])
     async with resources.sessions() as session:
         item = await session.get(Item, item_id)
     if item is None:

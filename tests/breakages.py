@@ -1,0 +1,407 @@
+"""Deliberate breakages of a baked service, one per row, each what a hurried fork might write.
+
+Each row says which factor it breaks, the change (small text edits of the bake: `old` replaced by `new`, or a
+new file when `old` is None), and the layer that must catch it:
+
+- `ruff` / `deptry`: `make lint`'s tools, run alone; `expect` is the rule code that must be reported.
+- `test`: one conformance test of the bake's tests/test_twelve_factors.py, named by `expect`.
+- `check`: `<slug> check` with `env` changed; `expect` is the variable it must name, `status` its exit status.
+
+`PKG` and `SLUG` in paths and text stand for the bake's package name and console script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Literal
+
+from support import Bake
+
+Layer = Literal["ruff", "deptry", "test", "check"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    path: str
+    old: str | None
+    new: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Breakage:
+    name: str
+    factor: str
+    what: str
+    layer: Layer
+    expect: str
+    edits: tuple[Edit, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    status: int = 1
+
+    def apply(self, bake: Bake) -> None:
+        """Make the change in the bake; fail if the bake no longer has the text to change."""
+        for edit in self.edits:
+            path = bake.project / edit.path.replace("PKG", bake.package)
+            new = edit.new.replace("PKG", bake.package).replace("SLUG", bake.slug)
+            if edit.old is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(new)
+                continue
+            old = edit.old.replace("PKG", bake.package).replace("SLUG", bake.slug)
+            text = path.read_text()
+            assert text.count(old) == 1, f"{self.name}: {edit.path} no longer contains {old!r}"
+            path.write_text(text.replace(old, new))
+
+
+SETTINGS = "src/PKG/settings.py"
+CLI = "src/PKG/cli.py"
+ITEMS = "src/PKG/web/items.py"
+TASKS = "src/PKG/tasks.py"
+WORKER = "src/PKG/worker.py"
+APP = "src/PKG/web/app.py"
+
+BREAKAGES = [
+    # --- I. Codebase
+    Breakage(
+        "per-deploy-env-file",
+        "I",
+        "commits the production settings as .env.production",
+        "test",
+        "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
+        (Edit(".env.production", None, "LOG_LEVEL=WARNING\nWEB_CONCURRENCY=4\n"),),
+    ),
+    Breakage(
+        "app-env-switch",
+        "I",
+        "adds APP_ENV and turns debug pages on when it says development",
+        "test",
+        "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
+        (
+            Edit(SETTINGS, "    release_id: str\n", "    release_id: str\n    app_env: str\n"),
+            Edit(
+                SETTINGS,
+                "    problems: dict[str, list[str]] = {}\n",
+                '    values["app_env"] = env.str("APP_ENV", "development")\n'
+                "    problems: dict[str, list[str]] = {}\n",
+            ),
+            Edit(
+                APP,
+                "        lifespan=lifespan,\n",
+                '        lifespan=lifespan,\n        debug=settings.app_env == "development",\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "second-app-inside",
+        "I",
+        "starts an admin dashboard as a second project inside the repository",
+        "test",
+        "test_factor_01_codebase_is_one_repository_with_no_second_app_inside",
+        (Edit("dashboard/pyproject.toml", None, '[project]\nname = "dashboard"\nversion = "0.1.0"\n'),),
+    ),
+    # --- II. Dependencies
+    Breakage(
+        "undeclared-import",
+        "II",
+        "calls a webhook with httpx, never declared in pyproject.toml",
+        "deptry",
+        "DEP001",
+        (
+            Edit(
+                "src/PKG/webhooks.py",
+                None,
+                "import httpx\n\n\ndef notify(url: str) -> None:\n    httpx.post(url, timeout=5)\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "declared-not-locked",
+        "II",
+        "adds requests to pyproject.toml and forgets `make lock`",
+        "test",
+        "test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as_locked",
+        (Edit("pyproject.toml", '    "click>=8.1,<9",\n', '    "click>=8.1,<9",\n    "requests>=2.32",\n'),),
+    ),
+    Breakage(
+        "declared-never-imported",
+        "II",
+        "declares pyyaml for a config file that never came",
+        "deptry",
+        "DEP002",
+        (Edit("pyproject.toml", '    "click>=8.1,<9",\n', '    "click>=8.1,<9",\n    "pyyaml>=6",\n'),),
+    ),
+    Breakage(
+        "system-tool",
+        "II",
+        "makes thumbnails by shelling out to ImageMagick's convert",
+        "ruff",
+        "TID251",
+        (
+            Edit(
+                "src/PKG/thumbnails.py",
+                None,
+                "import subprocess\n\n\ndef thumbnail(path: str) -> None:\n"
+                '    subprocess.run(["convert", path, "-resize", "64x64", path + ".png"], check=True)\n',
+            ),
+        ),
+    ),
+    # --- III. Config
+    Breakage(
+        "getenv-outside-settings",
+        "III",
+        "reads a feature flag with os.getenv next to the code that uses it",
+        "ruff",
+        "TID251",
+        (
+            Edit(ITEMS, "import json\n", "import json\nimport os\n"),
+            Edit(
+                ITEMS,
+                "MAX_ID = 2**63 - 1\n",
+                'MAX_ID = 2**63 - 1\nBULK_IMPORT = os.getenv("FEATURE_BULK_IMPORT") == "1"\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "secret-default-in-code",
+        "III",
+        "gives SECRET_KEY a default so the service starts without one",
+        "test",
+        "test_factor_03_config_required_settings_have_no_value_baked_into_the_code",
+        (
+            Edit(
+                SETTINGS,
+                '            "SECRET_KEY",\n',
+                '            "SECRET_KEY",\n            "a-long-enough-key-for-local-work-0123456789",\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "placeholder-secret",
+        "III",
+        "deploys with SECRET_KEY=changethis",
+        "check",
+        "SECRET_KEY",
+        env=(("SECRET_KEY", "changethis"),),
+        status=os.EX_CONFIG,
+    ),
+    # --- IV. Backing services
+    Breakage(
+        "hard-coded-broker",
+        "IV",
+        "hard-codes the broker as redis://localhost",
+        "test",
+        "test_factor_04_backing_services_are_located_by_url_settings_only",
+        (Edit(WORKER, "broker=settings.job_broker_url,", 'broker="redis://localhost:6379/0",'),),
+    ),
+    Breakage(
+        "database-unreachable",
+        "IV",
+        "releases while the database is down",
+        "check",
+        "DATABASE_URL",
+        env=(("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/unreachable"),),
+        status=os.EX_UNAVAILABLE,
+    ),
+    Breakage(
+        "broker-unreachable",
+        "IV",
+        "releases while Redis is down",
+        "check",
+        "REDIS_URL",
+        env=(("REDIS_URL", "redis://127.0.0.1:1/0"),),
+        status=os.EX_UNAVAILABLE,
+    ),
+    # --- V. Build, release, run
+    Breakage(
+        "migrate-on-boot",
+        "V",
+        "migrates when the web process starts, to save a deploy step",
+        "test",
+        "test_factor_05_web_never_migrates_and_reports_the_release_it_runs",
+        (
+            Edit(
+                APP,
+                "from ..schema import SchemaExpectation\n",
+                "from ..schema import SchemaExpectation, upgrade_to_head\n",
+            ),
+            Edit(
+                APP,
+                "    configure_logging(settings.log_level, settings.log_format, settings.release_id)\n"
+                "    return",
+                "    configure_logging(settings.log_level, settings.log_format, settings.release_id)\n"
+                "    upgrade_to_head(settings)\n    return",
+            ),
+        ),
+    ),
+    Breakage(
+        "release-skips-check",
+        "V",
+        "makes the Procfile's release step plain `migrate`",
+        "test",
+        "test_factor_05_release_step_audits_then_migrates_as_the_procfile_says",
+        (Edit("Procfile", "release: SLUG release\n", "release: SLUG migrate\n"),),
+    ),
+    # --- VI. Processes
+    Breakage(
+        "first-page-cached-in-memory",
+        "VI",
+        "keeps the first page of /items in process memory",
+        "test",
+        "test_factor_06_processes_two_web_processes_see_the_same_items",
+        (
+            Edit(
+                ITEMS,
+                "    query = ListQuery().load(request.query_params)\n",
+                "    query = ListQuery().load(request.query_params)\n"
+                '    if query["after"] == 0 and query["limit"] in FIRST_PAGES:\n'
+                '        return JSONResponse(FIRST_PAGES[query["limit"]])\n',
+            ),
+            Edit(
+                ITEMS,
+                '    return JSONResponse({"items": [item_json(item) for item in items], '
+                '"next": next_page})\n',
+                '    page = {"items": [item_json(item) for item in items], "next": next_page}\n'
+                '    if query["after"] == 0:\n        FIRST_PAGES[query["limit"]] = page\n'
+                "    return JSONResponse(page)\n\n\nFIRST_PAGES: dict[int, dict[str, Any]] = {}\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "sqlite-database",
+        "VI",
+        "deploys with the demo's DATABASE_URL=sqlite:///app.sqlite3",
+        "check",
+        "DATABASE_URL",
+        env=(("DATABASE_URL", "sqlite:///app.sqlite3"),),
+        status=os.EX_CONFIG,
+    ),
+    Breakage(
+        "sqlite-queue",
+        "VI",
+        "deploys with the demo's BROKER_URL=sqla+sqlite:///broker.sqlite3",
+        "check",
+        "BROKER_URL",
+        env=(("BROKER_URL", "sqla+sqlite:///broker.sqlite3"),),
+        status=os.EX_CONFIG,
+    ),
+    # --- VII. Port binding
+    Breakage(
+        "fixed-port",
+        "VII",
+        "binds port 8000 whatever $PORT says",
+        "test",
+        "test_factor_07_port_binding_web_serves_http_itself_on_port",
+        (Edit(CLI, "        port=settings.port,\n", "        port=8000,\n"),),
+    ),
+    Breakage(
+        "trust-every-proxy",
+        "VII",
+        "sets FORWARDED_ALLOW_IPS=* behind a load balancer others can bypass",
+        "check",
+        "FORWARDED_ALLOW_IPS",
+        env=(("FORWARDED_ALLOW_IPS", "*"),),
+        status=os.EX_CONFIG,
+    ),
+    # --- VIII. Concurrency
+    Breakage(
+        "worker-pid-file",
+        "VIII",
+        "gives the worker a PID file, as old init scripts wanted",
+        "test",
+        "test_factor_08_concurrency_worker_runs_in_the_foreground_without_a_pid_file",
+        (
+            Edit(
+                WORKER,
+                "        concurrency=settings.worker_concurrency,\n",
+                '        concurrency=settings.worker_concurrency,\n        pidfile="worker.pid",\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "one-web-process",
+        "VIII",
+        "pins uvicorn to one worker process",
+        "test",
+        "test_factor_08_concurrency_web_runs_web_concurrency_processes_in_the_foreground",
+        (Edit(CLI, "        workers=settings.web_concurrency,\n", "        workers=1,\n"),),
+    ),
+    # --- IX. Disposability
+    Breakage(
+        "no-graceful-drain",
+        "IX",
+        "stops the web process without draining, for faster deploys",
+        "test",
+        "test_factor_09_disposability_sigterm_lets_an_in_flight_request_finish",
+        (
+            Edit(
+                CLI,
+                "        timeout_graceful_shutdown=settings.graceful_timeout,\n",
+                "        timeout_graceful_shutdown=0,\n",
+            ),
+        ),
+    ),
+    # --- X. Dev/prod parity
+    Breakage(
+        "ci-on-sqlite",
+        "X",
+        "runs CI on SQLite to skip the service containers",
+        "test",
+        "test_factor_10_parity_tests_and_ci_use_the_backing_services_production_uses",
+        (
+            Edit(
+                ".github/workflows/ci.yml",
+                "      DATABASE_URL: postgresql://postgres@127.0.0.1:5432/postgres\n",
+                "      DATABASE_URL: sqlite:///ci.sqlite3\n",
+            ),
+        ),
+    ),
+    # --- XI. Logs
+    Breakage(
+        "log-file",
+        "XI",
+        "adds a log file beside stdout, to grep later",
+        "ruff",
+        "TID251",
+        (
+            Edit(
+                "src/PKG/logs.py",
+                "    root.addHandler(handler)\n",
+                '    root.addHandler(handler)\n    root.addHandler(logging.FileHandler("service.log"))\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "print-debugging",
+        "XI",
+        "leaves a print() in the create handler",
+        "test",
+        "test_factor_11_logs_every_stdout_line_is_one_json_event",
+        (
+            Edit(
+                ITEMS,
+                "    await resources.jobs.enqueue(PROCESS_ITEM, item.id)\n",
+                "    await resources.jobs.enqueue(PROCESS_ITEM, item.id)\n"
+                '    print(f"created item {item.id}")\n',
+            ),
+        ),
+    ),
+    # --- XII. Admin processes
+    Breakage(
+        "loose-admin-script",
+        "XII",
+        "adds scripts/backfill.py with its own database URL argument",
+        "test",
+        "test_factor_12_admin_tasks_are_subcommands_of_the_one_console_script",
+        (
+            Edit(
+                "scripts/backfill.py",
+                None,
+                "import sys\n\nfrom sqlalchemy import create_engine, text\n\n"
+                "with create_engine(sys.argv[1]).begin() as connection:\n"
+                "    connection.execute(text(\"UPDATE items SET status = 'pending' \"\n"
+                '        "WHERE digest IS NULL"))\n',
+            ),
+        ),
+    ),
+]

@@ -1,0 +1,72 @@
+"""Only requests addressed to this service's own host names are served (ALLOWED_HOSTS).
+
+Starlette's TrustedHostMiddleware does the same check, but answers in plain text and has no way to let
+health probes through; this one answers JSON like every other error, and exempts the probe paths:
+Kubernetes probes a pod at its IP address, with that address as the Host header, and a probe reads nothing
+a forged Host could abuse.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import error_response
+
+REMEMBERED_HOSTS = 64
+
+
+def host_name(header: bytes) -> str | None:
+    """The host of a Host header, lowercased and without its port; None if it is not one."""
+    try:
+        value = header.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    if value.startswith("["):  # an IPv6 address: [::1]:8000
+        end = value.find("]") + 1
+        host, rest = value[:end], value[end:]
+        port = rest[1:] if rest.startswith(":") else rest
+    else:
+        host, _, port = value.partition(":")
+    if not host or (port and not port.isdigit()):
+        return None
+    return host
+
+
+def is_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    return any(
+        host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])) for pattern in allowed
+    )
+
+
+class AllowedHostsMiddleware:
+    """A 400 JSON error for any request whose Host header names no allowed host."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], exempt_paths: frozenset[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.allow_any = "*" in allowed_hosts
+        self.exempt_paths = exempt_paths
+        # Host headers already found allowed: nearly every request repeats one, so most checks are a lookup.
+        self.known_good: set[bytes] = set()
+
+    def allows(self, header: bytes) -> bool:
+        if header in self.known_good:
+            return True
+        host = host_name(header)
+        if host is None or not is_allowed(host, self.allowed_hosts):
+            return False
+        if len(self.known_good) < REMEMBERED_HOSTS:  # bounded: ports make endless variants of one host
+            self.known_good.add(header)
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] != "http" or scope["path"] in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        headers = [value for name, value in scope["headers"] if name == b"host"]
+        if len(headers) == 1 and self.allows(headers[0]):
+            await self.app(scope, receive, send)
+            return
+        await error_response(400, "The Host header names no host this service answers to (ALLOWED_HOSTS).")(
+            scope, receive, send
+        )

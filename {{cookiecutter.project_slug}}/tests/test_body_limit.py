@@ -1,0 +1,121 @@
+"""A body over MAX_BODY_BYTES gets a 413 from the real server without the server reading the rest of it.
+
+Each test sends less than it announces, then waits for the answer: had the server tried to read the whole
+body before answering, it would still be waiting for bytes that never come, and the answer would not
+arrive. Raw sockets, because HTTP clients refuse to leave a request unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from processes import STARTUP_TIMEOUT, running_web
+
+LIMIT = 64 * 1024
+ANSWER_TIMEOUT = 20.0
+# A body far larger than anything this test sends.
+ANNOUNCED = 50 * 1024 * 1024
+CHUNK = 8 * 1024
+
+
+def is_access_line(status: int) -> Any:
+    return lambda event: event["logger"].endswith(".access") and event.get("status") == status
+
+
+@contextmanager
+def web_connection(env: dict[str, str], cwd: Path) -> Iterator[tuple[int, socket.socket]]:
+    """A connection to a real web process whose MAX_BODY_BYTES is LIMIT, and its port."""
+    with (
+        running_web({**env, "MAX_BODY_BYTES": str(LIMIT)}, cwd) as web,
+        socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection,
+    ):
+        yield web.port, connection
+
+
+def request_head(port: int, *headers: str) -> bytes:
+    lines = [
+        "POST /items HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        *headers,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def read_answer(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of the answer; the server must close the connection after it."""
+    received = b""
+    connection.settimeout(ANSWER_TIMEOUT)
+    while data := connection.recv(65536):  # b"" once the server has closed the connection
+        received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    return int(status_line.split()[1]), headers, body
+
+
+def assert_json_413(status: int, headers: dict[str, str], body: bytes) -> None:
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert error["status"] == 413
+    assert str(LIMIT) in error["message"]
+
+
+def test_declared_length_over_the_limit_is_413_before_any_of_the_body_is_sent(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with web_connection(service_env, tmp_path) as (port, connection):
+        connection.sendall(request_head(port, f"Content-Length: {ANNOUNCED}"))
+        # Not one byte of the body follows.
+        answer = read_answer(connection)
+
+    assert_json_413(*answer)
+
+
+def test_chunked_body_growing_past_the_limit_is_413_while_the_client_is_still_sending(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with web_connection(service_env, tmp_path) as (port, connection):
+        connection.sendall(request_head(port, "Transfer-Encoding: chunked"))
+        # Just past the limit, and no final chunk: the body, as far as the server knows, goes on.
+        for _ in range(LIMIT // CHUNK + 1):
+            connection.sendall(chunk(b"x" * CHUNK))
+        answer = read_answer(connection)
+
+    assert_json_413(*answer)
+
+
+def test_chunked_body_within_the_limit_is_read_whole(service_env: dict[str, str], tmp_path: Path) -> None:
+    with web_connection(service_env, tmp_path) as (port, connection):
+        connection.sendall(request_head(port, "Transfer-Encoding: chunked", "Connection: close"))
+        connection.sendall(chunk(b'{"name": ') + chunk(b'"chunked"}') + chunk(b""))
+        status, _, body = read_answer(connection)
+
+    assert status == 201
+    assert json.loads(body)["name"] == "chunked"
+
+
+def test_client_that_hangs_up_mid_body_is_logged_as_a_4xx_not_a_server_error(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with running_web({**service_env, "MAX_BODY_BYTES": str(LIMIT)}, tmp_path) as web:
+        with socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection:
+            connection.sendall(request_head(web.port, "Content-Length: 100") + b'{"name": ')
+        # Hung up 91 bytes short: the request ends as a 400 in the access log.
+        web.wait_for_event(is_access_line(400), STARTUP_TIMEOUT)
+        events = web.events()
+
+    assert not [event for event in events if event["level"] in ("ERROR", "CRITICAL")]
