@@ -76,7 +76,8 @@ def test_requests_and_jobs_are_counted_once_each_across_two_web_and_two_job_proc
     assert value(worker_samples, "jobs_total", job=PROCESS_ITEM, outcome="success") == REQUESTS
     job_durations = value(worker_samples, "job_duration_seconds_count", job=PROCESS_ITEM, outcome="success")
     assert job_durations == REQUESTS
-    assert ("jobs_queued", frozenset({("queue", "{{ cookiecutter.package_name }}")})) in worker_samples
+    queue = ("queue", "{{ cookiecutter.package_name }}")
+    assert ("jobs_queued", frozenset({queue})) in worker_samples
     assert any(name == "db_pool_connections_in_use" for name, _ in web_samples)
     assert any(name == "db_pool_connections_in_use" for name, _ in worker_samples)
     # Never on the public port.

@@ -27,7 +27,8 @@ from starlette.testclient import TestClient
 from {{ cookiecutter.package_name }}.settings import load_settings
 from {{ cookiecutter.package_name }}.web.app import app_from_environment
 from {{ cookiecutter.package_name }}.database import create_sync_database_engine
-from {{ cookiecutter.package_name }}.worker import create_celery, register_jobs, start_worker_telemetry
+from {{ cookiecutter.package_name }}.worker import create_celery, register_jobs
+from {{ cookiecutter.package_name }}.worker import start_worker_telemetry
 with TestClient(app_from_environment()) as client:
     assert client.post("/items", json={"name": "untraced"}).status_code == 201
 settings = load_settings()
@@ -55,5 +56,6 @@ def test_with_no_telemetry_variables_no_telemetry_module_is_imported(
     loaded = json.loads(ran.stdout.splitlines()[-1])
     assert "starlette" in loaded  # the program did run the app
     assert [name for name in loaded if name.startswith(TELEMETRY_MODULES)] == []
-    service_modules = {name.rpartition(".")[2] for name in loaded if name.startswith("{{ cookiecutter.package_name }}.")}
+    package = "{{ cookiecutter.package_name }}."
+    service_modules = {name.rpartition(".")[2] for name in loaded if name.startswith(package)}
     assert service_modules.isdisjoint(SERVICE_TELEMETRY_MODULES)
