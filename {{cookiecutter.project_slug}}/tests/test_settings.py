@@ -254,9 +254,15 @@ MALFORMED = {
     "JOB_TIME_LIMIT": "0",
     "ALLOWED_HOSTS": "https://example.com",
     "MAX_BODY_BYTES": "1MB",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",
+    "OTEL_TRACES_EXPORTER": "zipkin",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    "METRICS_PORT": "metrics",
+    "SENTRY_DSN": "not a url",
+    "SENTRY_SEND_REQUEST_BODIES": "sometimes",
 }
-# Free text: any value is a valid proxy list (uvicorn reads it) or release name.
-FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID"}
+# Free text: any value is a valid proxy list (uvicorn reads it), release name, service name or directory.
+FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID", "OTEL_SERVICE_NAME", "PROMETHEUS_MULTIPROC_DIR"}
 
 
 def test_every_typed_variable_has_a_malformed_case_here() -> None:

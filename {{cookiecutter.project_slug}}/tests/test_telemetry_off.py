@@ -29,7 +29,7 @@ from {{ cookiecutter.package_name }}.web.app import app_from_environment
 from {{ cookiecutter.package_name }}.database import create_sync_database_engine
 from {{ cookiecutter.package_name }}.worker import create_celery, register_jobs
 from {{ cookiecutter.package_name }}.worker import start_worker_telemetry
-with TestClient(app_from_environment()) as client:
+with TestClient(app_from_environment(), base_url="http://localhost") as client:
     assert client.post("/items", json={"name": "untraced"}).status_code == 201
 settings = load_settings()
 engine = create_sync_database_engine(settings)
