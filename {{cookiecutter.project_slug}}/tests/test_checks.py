@@ -151,6 +151,14 @@ def test_check_warns_of_debug_logging_but_stays_sound() -> None:
 
 
 @pytest.mark.usefixtures("settings")
+def test_check_warns_of_a_wildcard_in_allowed_hosts_but_stays_sound() -> None:
+    status, document = check_json(("ALLOWED_HOSTS", "*"))
+
+    assert status == os.EX_OK
+    assert problems(document) == [("warning", "ALLOWED_HOSTS", "VII")]
+
+
+@pytest.mark.usefixtures("settings")
 def test_check_warns_when_no_build_names_the_release_but_stays_sound() -> None:
     status, document = check_json(unset=("RELEASE_ID",))
 

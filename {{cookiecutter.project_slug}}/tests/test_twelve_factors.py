@@ -74,8 +74,12 @@ PER_DEPLOY_FILE = re.compile(
 SECOND_CODEBASE_MARKERS = frozenset(
     {"pyproject.toml", "setup.py", "setup.cfg", "package.json", "Procfile", "manage.py", ".gitmodules"}
 )
+# A URL of a backing service, a host:port on this machine, or `localhost` as a host (a list of host names
+# the web answers to, such as the ALLOWED_HOSTS default, and a list of trusted proxies are not addresses).
 BACKING_SERVICE_ADDRESS = re.compile(
-    r"\b(postgres(ql)?|redis|rediss|amqp|mysql|mongodb|sqlite)(\+\w+)?://|\blocalhost\b", re.IGNORECASE
+    r"\b(postgres(ql)?|redis|rediss|amqp|mysql|mongodb|sqlite)(\+\w+)?://"
+    r"|\b(localhost|127\.0\.0\.1):\d+|^localhost$",
+    re.IGNORECASE,
 )
 LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -102,6 +102,7 @@ def audit_settings(settings: Settings) -> list[Finding]:
     """The rules that read settings only: safe to run anywhere, quickly."""
     rules = (
         check_forwarded_allow_ips,
+        check_allowed_hosts,
         check_database_is_shared,
         check_broker_is_shared,
         check_release_id,
@@ -129,6 +130,17 @@ def check_forwarded_allow_ips(settings: Settings) -> Iterable[Finding]:
             "VII",
             "'*' lets any client forge X-Forwarded-For/-Proto; list the proxies' addresses, or set "
             "FORWARDED_ALLOW_ALL=true if a router is the only client that can reach this process.",
+        )
+
+
+def check_allowed_hosts(settings: Settings) -> Iterable[Finding]:
+    """Factor VII: a web process that answers any Host lets a forged one into absolute URLs and caches."""
+    if "*" in settings.allowed_hosts:
+        yield Finding(
+            Severity.WARNING,
+            "ALLOWED_HOSTS",
+            "VII",
+            "'*' answers any Host header; list the names clients use (e.g. *.herokuapp.com, your domain).",
         )
 
 
