@@ -187,13 +187,14 @@ def test_web_is_probed_on_healthz_for_liveness_and_readyz_for_readiness(default_
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     port = int(configmap(default_bake)["PORT"])
-    assert [p["containerPort"] for p in container["ports"]] == [port]
-    named = {p["name"] for p in container["ports"]}
+    # The public port, and beside it only the metrics port (see the metrics test below).
+    (http,) = [p for p in container["ports"] if p["name"] != "metrics"]
+    assert http["containerPort"] == port
     for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["port"] in named | {port}
+        assert container[probe]["httpGet"]["port"] in {http["name"], port}
     service = resource(default_bake, "Service", f"{default_bake.slug}-web")
     assert service["spec"]["selector"] == workload(default_bake, "web")["spec"]["selector"]["matchLabels"]
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == [container["ports"][0]["name"]]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [http["name"]]
 
 
 @pytest.mark.parametrize("process", PROCESS_TYPES)
@@ -228,6 +229,24 @@ def test_kubernetes_manifests_only_reference_the_secret(default_bake: Bake) -> N
         assert not SECRET_VARIABLES & literal, f"{process} sets a secret inline: {literal}"
         references = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
         assert references == [f"{default_bake.slug}-secrets"]
+
+
+def test_web_and_worker_pods_serve_metrics_on_their_own_port_which_the_service_never_exposes(
+    default_bake: Bake,
+) -> None:
+    settings = configmap(default_bake)
+    metrics_port = settings["METRICS_PORT"]
+    assert metrics_port != settings["PORT"]
+    assert settings["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # the pods' writable emptyDir
+    for process in ("web", "worker"):
+        deployment = workload(default_bake, process)
+        ports = {port["name"]: port["containerPort"] for port in only_container(deployment).get("ports", [])}
+        assert ports["metrics"] == int(metrics_port)
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == metrics_port
+    service = resource(default_bake, "Service", f"{default_bake.slug}-web")
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
 
 
 def test_configmap_allows_the_services_own_name_and_not_every_host(default_bake: Bake) -> None:

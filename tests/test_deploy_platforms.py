@@ -247,6 +247,17 @@ def test_ci_lints_and_tests_against_service_containers_and_builds_the_image(defa
     assert testing["env"]["REDIS_URL"].startswith("redis://127.0.0.1:6379")
 
 
+def test_compose_serves_metrics_on_their_own_unpublished_port(default_bake: Bake) -> None:
+    services = compose(default_bake)["services"]
+    for process in ("web", "worker"):
+        environment = services[process]["environment"]
+        metrics_port = environment["METRICS_PORT"]
+        assert environment["PROMETHEUS_MULTIPROC_DIR"]
+        assert services[process]["expose"] == [metrics_port]
+        published = [str(port).split(":")[0] for port in services[process].get("ports", [])]
+        assert metrics_port not in published
+
+
 def test_ci_audits_the_hashed_lock_and_the_source(default_bake: Bake) -> None:
     makefile = (default_bake.project / "Makefile").read_text()
     recipe = re.search(r"^audit-dependencies:\n\t(?P<command>.*)$", makefile, re.MULTILINE)

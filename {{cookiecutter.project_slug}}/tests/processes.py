@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import pytest
 
 CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
-STARTUP_TIMEOUT = 20.0
+# Generous: a 2-core machine running several suites at once takes tens of seconds to import and bind.
+STARTUP_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 30.0
 # How often a wait loop looks again; every loop is bounded by a deadline and by a number of polls.
 POLL_SECONDS = 0.05

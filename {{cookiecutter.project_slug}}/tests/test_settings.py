@@ -258,9 +258,15 @@ MALFORMED = {
     "EVENTS_SECRET": "too-short",
     "EVENTS_SECRET_PREVIOUS": "too-short",
     "EVENTS_MAX_ATTEMPTS": "0",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",
+    "OTEL_TRACES_EXPORTER": "zipkin",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    "METRICS_PORT": "metrics",
+    "SENTRY_DSN": "not a url",
+    "SENTRY_SEND_REQUEST_BODIES": "sometimes",
 }
-# Free text: any value is a valid proxy list (uvicorn reads it) or release name.
-FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID"}
+# Free text: any value is a valid proxy list (uvicorn reads it), release name, service name or directory.
+FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID", "OTEL_SERVICE_NAME", "PROMETHEUS_MULTIPROC_DIR"}
 
 
 def test_every_typed_variable_has_a_malformed_case_here() -> None:
@@ -384,6 +390,40 @@ def test_release_id_falls_back_to_herokus_release_version(required: pytest.Monke
     required.setenv("HEROKU_RELEASE_VERSION", "v42")
 
     assert load_settings().release_id == "v42"
+
+
+def test_telemetry_is_off_unless_its_variables_say_so(required: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert (settings.tracing, settings.metrics, settings.sentry_dsn) == (False, False, None)
+    assert settings.otel_service_name == "{{ cookiecutter.project_slug }}"
+
+
+def test_an_otlp_endpoint_alone_turns_tracing_on(required: pytest.MonkeyPatch) -> None:
+    required.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+
+    settings = load_settings()
+
+    assert (settings.tracing, settings.otel_traces_exporter) == (True, "otlp")
+
+
+def test_telemetry_variables_that_cannot_work_are_all_named_at_start(required: pytest.MonkeyPatch) -> None:
+    required.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    required.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    required.setenv("PORT", "9100")
+    required.setenv("METRICS_PORT", "9100")
+    required.setenv("SENTRY_DSN", "not a url")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "METRICS_PORT",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "SENTRY_DSN",
+    }
 
 
 def test_events_are_detached_unless_events_url_is_set(required: pytest.MonkeyPatch) -> None:

@@ -37,7 +37,11 @@ def load_or_exit() -> Settings:
         click.echo(str(error), err=True)
         # EX_CONFIG from sysexits.h: a supervisor can tell "misconfigured" from "crashed".
         sys.exit(os.EX_CONFIG)
-    configure_logging(settings.log_level, settings.log_format, settings.release_id)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
+    if settings.sentry_dsn:
+        from .error_reports import start_error_reports
+
+        start_error_reports(settings)
     return settings
 
 
@@ -67,6 +71,12 @@ def web() -> None:
     """Serve HTTP on $PORT (the Procfile's `web` process)."""
     settings = load_or_exit()
     import uvicorn
+
+    if settings.metrics:
+        from .metrics import serve_metrics
+
+        # Here, in the process that starts uvicorn's workers, so it outlives each of them.
+        serve_metrics(settings)
 
     uvicorn.run(
         f"{__package__}.web.app:app_from_environment",

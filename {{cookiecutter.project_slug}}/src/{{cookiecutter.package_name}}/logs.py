@@ -98,11 +98,20 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: int, log_format: Literal["json", "console"], release: str | None = None) -> None:
-    """Send every log record of this process to stdout, once, in the chosen format."""
+def configure_logging(
+    level: int, log_format: Literal["json", "console"], release: str | None = None, trace_ids: bool = False
+) -> None:
+    """Send every log record of this process to stdout, once, in the chosen format.
+
+    With `trace_ids` (tracing is on), a line written inside a span also carries its trace and span ids.
+    """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter(release))
+    if trace_ids:
+        from .tracing import TraceIdFilter
+
+        handler.addFilter(TraceIdFilter())
 
     # Facts no line of ours carries, which every record would otherwise look up: the caller's file and line
     # (a walk up the stack), the thread and the process (see "Optimization" in the logging documentation).

@@ -32,7 +32,7 @@ LogFormat = Literal["json", "console"]
 
 # Values that appear in examples and tutorials; a key anyone can read signs nothing.
 PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")
-SECRET_FIELDS = frozenset({"secret_key", "events_secret", "events_secret_previous"})
+SECRET_FIELDS = frozenset({"secret_key", "events_secret", "events_secret_previous", "sentry_dsn"})
 URL_FIELDS = frozenset({"redis_url", "broker_url", "events_url"})
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Job brokers: Redis in production; kombu's SQLAlchemy transport (`sqla+sqlite:///...`) for a run with no
@@ -45,6 +45,12 @@ SECRET_RULE = Length(
     error="Must be at least {min} characters; generate one with "
     "python -c 'import secrets; print(secrets.token_urlsafe(48))'.",
 )
+# The name traces and error reports carry unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "{{ cookiecutter.project_slug }}"
+# Trace exporters: OTLP to a collector or vendor, console (spans on stdout) to look at them, none.
+TRACES_EXPORTERS = ("otlp", "console", "none")
+# OTLP over HTTP with protobuf is what every collector and vendor accepts; gRPC would need another package.
+OTLP_PROTOCOLS = ("http/protobuf",)
 
 
 class ConfigurationError(Exception):
@@ -83,12 +89,30 @@ class Settings:
     events_secret: str | None = dataclasses.field(repr=False)
     events_secret_previous: str | None = dataclasses.field(repr=False)
     events_max_attempts: int
+    otel_exporter_otlp_endpoint: str | None
+    otel_traces_exporter: str
+    otel_exporter_otlp_protocol: str
+    otel_service_name: str
+    metrics_port: int | None
+    prometheus_multiproc_dir: Path | None
+    sentry_dsn: str | None = dataclasses.field(repr=False)
+    sentry_send_request_bodies: bool
 
     @property
     def event_secrets(self) -> tuple[str, ...]:
         """The secrets an incoming event may be signed with: the current one first (it signs outgoing
         events), then the previous one while a rotation is under way."""
         return tuple(secret for secret in (self.events_secret, self.events_secret_previous) if secret)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether this process records and exports traces (the OpenTelemetry variables say so)."""
+        return self.otel_traces_exporter != "none"
+
+    @property
+    def metrics(self) -> bool:
+        """Whether this process serves Prometheus metrics, on METRICS_PORT."""
+        return self.metrics_port is not None
 
     @property
     def job_broker_url(self) -> str:
@@ -140,6 +164,9 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("broker_url", _parse_broker_url)
     env.add_parser("events_url", _parse_events_url)
     env.add_parser("allowed_hosts", _parse_allowed_hosts)
+    env.add_parser("http_url", _parse_http_url)
+    env.add_parser("optional_port", _parse_optional_port)
+    env.add_parser("optional_path", _parse_optional_path)
 
     values: dict[str, Any] = {
         # Backing services are attached by URL (factor IV); there is deliberately no default.
@@ -197,6 +224,23 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         "max_body_bytes": env.int(
             "MAX_BODY_BYTES", 1024 * 1024, validate=Range(min=1024, max=100 * 1024 * 1024)
         ),
+        # Telemetry: each part is off, and its libraries never imported, until these variables turn it on.
+        # The standard OpenTelemetry variables: an OTLP endpoint alone turns traces on (base URL of a
+        # collector, such as http://collector:4318; spans go to its /v1/traces).
+        "otel_exporter_otlp_endpoint": env.http_url("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+        "otel_traces_exporter": env.str("OTEL_TRACES_EXPORTER", "", validate=OneOf(["", *TRACES_EXPORTERS])),
+        "otel_exporter_otlp_protocol": env.str(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", validate=OneOf(OTLP_PROTOCOLS)
+        ),
+        "otel_service_name": env.str("OTEL_SERVICE_NAME", SERVICE_NAME, validate=Length(min=1)),
+        # Prometheus metrics on their own port, never the public one; each process type serves the sum over
+        # its processes (uvicorn's and Celery's), which write to PROMETHEUS_MULTIPROC_DIR.
+        "metrics_port": env.optional_port("METRICS_PORT", None),
+        "prometheus_multiproc_dir": env.optional_path("PROMETHEUS_MULTIPROC_DIR", None),
+        # Error reports: Sentry (or anything that speaks its protocol) when a DSN is given.
+        "sentry_dsn": env.http_url("SENTRY_DSN", None),
+        # Request bodies may hold personal data; they leave the service only if this says so.
+        "sentry_send_request_bodies": env.bool("SENTRY_SEND_REQUEST_BODIES", False),
     }
     problems: dict[str, list[str]] = {}
     try:
@@ -207,9 +251,28 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         problems["REDIS_URL"] = ["Environment variable not set (the job broker, unless BROKER_URL is set)."]
     if values["events_url"] and not values["events_secret"] and "EVENTS_SECRET" not in problems:
         problems["EVENTS_SECRET"] = ["Environment variable not set (it signs the events to EVENTS_URL)."]
+    problems.update(_telemetry_problems(values, problems))
     if problems:
         raise ConfigurationError(problems)
+    if not values["otel_traces_exporter"]:
+        values["otel_traces_exporter"] = "otlp" if values["otel_exporter_otlp_endpoint"] else "none"
     return Settings(**values)
+
+
+def _telemetry_problems(values: dict[str, Any], problems: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Combinations of telemetry variables that cannot work, found before any process starts."""
+    found: dict[str, list[str]] = {}
+    if values["otel_traces_exporter"] == "otlp" and not values["otel_exporter_otlp_endpoint"]:
+        found["OTEL_EXPORTER_OTLP_ENDPOINT"] = ["Must be set when OTEL_TRACES_EXPORTER is otlp."]
+    if values["metrics_port"] is not None and "METRICS_PORT" not in problems:
+        if values["prometheus_multiproc_dir"] is None:
+            found["PROMETHEUS_MULTIPROC_DIR"] = [
+                "Must be set with METRICS_PORT: a writable directory where every process of this type "
+                "records its metrics."
+            ]
+        if values["metrics_port"] == values["port"]:
+            found["METRICS_PORT"] = ["Must differ from PORT: metrics never share the public port."]
+    return found
 
 
 def _problems_by_variable(error: EnvValidationError) -> dict[str, list[str]]:
@@ -237,6 +300,27 @@ def _parse_redis_url(value: str) -> str | None:
     if scheme not in REDIS_SCHEMES:
         raise ValidationError(f"Not a Redis URL; the scheme must be one of: {', '.join(REDIS_SCHEMES)}.")
     return value
+
+
+def _parse_http_url(value: str) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Not an http:// or https:// URL.")
+    return value
+
+
+def _parse_optional_port(value: str) -> int | None:
+    if not value:
+        return None  # `METRICS_PORT=` means unset, as in .env.example
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValidationError("Must be a port number, 1 to 65535.")
+    return int(value)
+
+
+def _parse_optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def _parse_broker_url(value: str) -> str | None:

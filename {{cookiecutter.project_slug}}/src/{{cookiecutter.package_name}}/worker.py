@@ -216,7 +216,7 @@ def use_service_logging(settings: Settings) -> None:
     """With a receiver on `setup_logging`, Celery configures no logging of its own: one stream, one format."""
 
     def configure(**_: Any) -> None:
-        configure_logging(settings.log_level, settings.log_format, settings.release_id)
+        configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
 
     signals.setup_logging.connect(configure, weak=False, dispatch_uid="use_service_logging")
 
@@ -305,6 +305,7 @@ def run_worker(settings: Settings) -> int:
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
     # Each pool process opened its own HTTP connections (events.py); close them as it stops.
     signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
+    start_worker_telemetry(settings, app, engine)
     worker = worker_class(app, float(settings.graceful_timeout))(
         concurrency=settings.worker_concurrency,
         loglevel=logging.getLevelName(settings.log_level),
@@ -328,12 +329,37 @@ def run_worker(settings: Settings) -> int:
     return int(worker.exitcode or 0)
 
 
+def start_worker_telemetry(settings: Settings, app: Celery, engine: Engine) -> None:
+    """Whatever telemetry the settings turn on, before the pool processes are forked (they inherit it)."""
+    if settings.tracing:
+        from .tracing import FLUSH_SECONDS, flush_spans_when_worker_stops, start_tracing, trace_statements
+
+        start_tracing(settings)
+        trace_statements(engine)
+        flush_spans_when_worker_stops(FLUSH_SECONDS)
+    if settings.metrics:
+        from .metrics import count_jobs, count_pool_connections, queue_depth, serve_metrics
+
+        # First: it clears the directory the metrics below write to.
+        serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
+        count_jobs()
+        count_pool_connections(engine)
+    if settings.sentry_dsn:
+        from .error_reports import flush_reports
+
+        signals.worker_process_shutdown.connect(lambda **_: flush_reports(), weak=False)
+
+
 def run_clock(settings: Settings) -> None:
     """`<slug> clock`: publish the periodic jobs, and relay the outbox's (see relay.py). Run exactly one;
     a second is harmless."""
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
+    if settings.tracing:
+        from .tracing import start_tracing
+
+        start_tracing(settings)
     # Beat's SIGTERM handler raises SystemExit wherever it lands. Load the parts Celery imports lazily
     # now, so that it can never land inside an import and turn a clean stop into a crash.
     with app.connection_for_write() as connection:

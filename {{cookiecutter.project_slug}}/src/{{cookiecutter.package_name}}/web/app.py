@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..database import create_async_database_engine, session_factory
 from ..logs import configure_logging
@@ -33,6 +33,14 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_async_database_engine(settings)
+        if settings.tracing:
+            from ..tracing import trace_statements
+
+            trace_statements(engine.sync_engine)
+        if settings.metrics:
+            from ..metrics import count_pool_connections
+
+            count_pool_connections(engine.sync_engine)
         celery = create_celery(settings)
         # Load the broker's transport (kombu imports it lazily) now, before serving: paid inside the first
         # /readyz, the import alone took most of its 2 s budget on a busy machine. Nothing connects here.
@@ -55,8 +63,13 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await engine.dispose()
             celery.close()
+            if settings.tracing:
+                from ..tracing import FLUSH_SECONDS, flush_spans
 
-    routes = [
+                # uvicorn runs this on SIGTERM, inside the grace period: no recorded span is lost.
+                flush_spans(FLUSH_SECONDS)
+
+    routes: list[BaseRoute] = [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/version", health.version, methods=["GET"]),
@@ -70,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     # Outermost first: every response, a refusal included, gets the security headers and a request id.
     middleware = [
+        *telemetry_middleware(settings, routes),
         Middleware(SecurityHeadersMiddleware),
         Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
         Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts, exempt_paths=PROBE_PATHS),
@@ -83,8 +97,31 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+def telemetry_middleware(settings: Settings, routes: list[BaseRoute]) -> list[Middleware]:
+    """Outermost, so the request's span and its timing cover everything else, logging included."""
+    middleware = []
+    if settings.tracing:
+        from ..tracing import traced_app
+
+        middleware.append(Middleware(traced_app, routes=routes))
+    if settings.metrics:
+        from ..metrics import WebMetrics
+
+        middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=PROBE_PATHS))
+    return middleware
+
+
 def app_from_environment() -> Starlette:
     """The factory uvicorn calls in each web process (`<slug> web` has already validated the settings)."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, settings.release_id)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
+    # With WEB_CONCURRENCY above 1 each worker is a fresh interpreter: telemetry starts here, per process.
+    if settings.sentry_dsn:
+        from ..error_reports import start_error_reports
+
+        start_error_reports(settings)
+    if settings.tracing:
+        from ..tracing import start_tracing
+
+        start_tracing(settings)
     return create_app(settings)

@@ -1,0 +1,61 @@
+"""Off means off: with no telemetry variable set, no telemetry library is even imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# Everything turned on by OTEL_*, METRICS_PORT or SENTRY_DSN, and the service's modules that wire it.
+# (Not the OpenTelemetry API as such: redis-py imports it, and its metrics SDK, by itself whenever they are
+# installed, to offer its own optional metrics; it records nothing unless configured.)
+TELEMETRY_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter",
+    "opentelemetry.instrumentation",
+    "prometheus_client",
+    "sentry_sdk",
+)
+SERVICE_TELEMETRY_MODULES = ("tracing", "metrics", "error_reports")
+
+# A web process's life (settings, app, lifespan, one POST) and a worker's start-up wiring, in one real
+# process, which then prints the modules it has loaded.
+PROGRAM = """
+import json, sys
+from starlette.testclient import TestClient
+from {{ cookiecutter.package_name }}.settings import load_settings
+from {{ cookiecutter.package_name }}.web.app import app_from_environment
+from {{ cookiecutter.package_name }}.database import create_sync_database_engine
+from {{ cookiecutter.package_name }}.worker import create_celery, register_jobs
+from {{ cookiecutter.package_name }}.worker import start_worker_telemetry
+with TestClient(app_from_environment(), base_url="http://localhost") as client:
+    assert client.post("/items", json={"name": "untraced"}).status_code == 201
+settings = load_settings()
+engine = create_sync_database_engine(settings)
+app = create_celery(settings)
+register_jobs(app, engine)
+start_worker_telemetry(settings, app, engine)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_with_no_telemetry_variables_no_telemetry_module_is_imported(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        env=service_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    loaded = json.loads(ran.stdout.splitlines()[-1])
+    assert "starlette" in loaded  # the program did run the app
+    assert [name for name in loaded if name.startswith(TELEMETRY_MODULES)] == []
+    package = "{{ cookiecutter.package_name }}."
+    service_modules = {name.rpartition(".")[2] for name in loaded if name.startswith(package)}
+    assert service_modules.isdisjoint(SERVICE_TELEMETRY_MODULES)
