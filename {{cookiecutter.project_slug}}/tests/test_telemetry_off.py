@@ -34,7 +34,7 @@ with TestClient(app_from_environment(), base_url="http://localhost") as client:
 settings = load_settings()
 engine = create_sync_database_engine(settings)
 app = create_celery(settings)
-register_jobs(app, engine)
+register_jobs(app, engine, settings)
 start_worker_telemetry(settings, app, engine)
 print(json.dumps(sorted(sys.modules)))
 """
