@@ -154,7 +154,7 @@ BREAKAGES = [
         "ruff",
         "TID251",
         (
-            Edit(ITEMS, "import json\n", "import json\nimport os\n"),
+            Edit(ITEMS, "import unicodedata\n", "import os\nimport unicodedata\n"),
             Edit(
                 ITEMS,
                 "MAX_ID = 2**63 - 1\n",
@@ -380,8 +380,8 @@ BREAKAGES = [
         (
             Edit(
                 ITEMS,
-                "    await resources.jobs.enqueue(PROCESS_ITEM, item.id)\n",
-                "    await resources.jobs.enqueue(PROCESS_ITEM, item.id)\n"
+                "    await resources.jobs.publish(job, resources.sessions)\n",
+                "    await resources.jobs.publish(job, resources.sessions)\n"
                 '    print(f"created item {item.id}")\n',
             ),
         ),

@@ -152,6 +152,7 @@ def test_update_without_local_edits_applies_every_change_and_nothing_else(
         "requirements.txt",
         "src/my_service/cli.py",
         "src/my_service/settings.py",
+        "tests/test_settings.py",
     ]
     assert json.loads((service / ".cruft.json").read_text())["commit"] == history.second
     # The hook's files are the service's own: its secret and its history stay as they were.

@@ -132,6 +132,12 @@ def add_a_setting(template: Path) -> None:
         "# Idle keep-alive connections outlive the load balancer's (see KEEP_ALIVE_TIMEOUT).\n"
         "timeout_keep_alive=settings.keep_alive_timeout,",
     )
+    # The service's guard test wants a malformed case for every typed variable; the maintainer adds one.
+    insert_after_line(
+        template / SERVICE / "tests" / "test_settings.py",
+        r'^    "GRACEFUL_TIMEOUT": .*$',
+        f'"{NEW_SETTING}": "0",',
+    )
     insert_after_line(
         template / SERVICE / ".env.example",
         r"^# FORWARDED_ALLOW_IPS=.*$",
