@@ -118,10 +118,10 @@ BREAKAGES = [
     Breakage(
         "declared-not-locked",
         "II",
-        "adds requests to pyproject.toml and forgets `make lock`",
+        "adds tenacity to pyproject.toml for retries and forgets `make lock`",
         "test",
         "test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as_locked",
-        (Edit("pyproject.toml", '    "click>=8.1,<9",\n', '    "click>=8.1,<9",\n    "requests>=2.32",\n'),),
+        (Edit("pyproject.toml", '    "click>=8.1,<9",\n', '    "click>=8.1,<9",\n    "tenacity>=9",\n'),),
     ),
     Breakage(
         "declared-never-imported",
@@ -227,10 +227,8 @@ BREAKAGES = [
             ),
             Edit(
                 APP,
-                "    configure_logging(settings.log_level, settings.log_format, settings.release_id)\n"
-                "    return",
-                "    configure_logging(settings.log_level, settings.log_format, settings.release_id)\n"
-                "    upgrade_to_head(settings)\n    return",
+                "    return create_app(settings)\n",
+                "    upgrade_to_head(settings)\n    return create_app(settings)\n",
             ),
         ),
     ),
