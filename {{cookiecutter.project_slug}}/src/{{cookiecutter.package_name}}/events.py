@@ -149,7 +149,8 @@ class Delivery:
     def __init__(self, engine: Engine, settings: Settings, rng: random.Random | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        # Jitter spreads retries out; nothing secret depends on it, so no cryptographic generator.
+        self.rng = rng or random.Random()  # noqa: S311  # nosec B311
         self._client: httpx2.Client | None = None
 
     @property

@@ -30,7 +30,7 @@ from .settings import Settings
 from .web.routing import route_template
 
 # Every interface, as the web does: the scraper reaches the process from outside its container.
-METRICS_HOST = "0.0.0.0"  # noqa: S104
+METRICS_HOST = "0.0.0.0"  # noqa: S104  # nosec B104
 
 
 def serve_metrics(settings: Settings, extra: Collector | None = None) -> None:
@@ -39,9 +39,9 @@ def serve_metrics(settings: Settings, extra: Collector | None = None) -> None:
     Called once, in the process that starts the others, before it starts them: values left in the
     directory by a previous run would otherwise be added to this one's.
     """
-    assert settings.metrics_port is not None
-    assert settings.prometheus_multiproc_dir is not None
-    directory = settings.prometheus_multiproc_dir
+    port, directory = settings.metrics_port, settings.prometheus_multiproc_dir
+    if port is None or directory is None:
+        raise ValueError("metrics need METRICS_PORT and PROMETHEUS_MULTIPROC_DIR (load_settings checks both)")
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
@@ -49,7 +49,7 @@ def serve_metrics(settings: Settings, extra: Collector | None = None) -> None:
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # untyped upstream
     if extra is not None:
         registry.register(extra)
-    start_http_server(settings.metrics_port, addr=METRICS_HOST, registry=registry)
+    start_http_server(port, addr=METRICS_HOST, registry=registry)
 
 
 class WebMetrics:

@@ -92,8 +92,10 @@ class NoLoneClientSpans(Sampler):
 def span_exporter(settings: Settings) -> SpanExporter:
     if settings.otel_traces_exporter == "console":
         return ConsoleSpanExporter()
-    assert settings.otel_exporter_otlp_endpoint is not None  # load_settings requires it for otlp
-    return OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint.rstrip("/") + TRACES_PATH)
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if endpoint is None:
+        raise ValueError("OTLP needs OTEL_EXPORTER_OTLP_ENDPOINT (load_settings requires it)")
+    return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH)
 
 
 def trace_statements(engine: Engine) -> None:
