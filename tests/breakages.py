@@ -59,6 +59,7 @@ CLI = "src/PKG/cli.py"
 ITEMS = "src/PKG/web/items.py"
 TASKS = "src/PKG/tasks.py"
 WORKER = "src/PKG/worker.py"
+CELERY_APP = "src/PKG/celery_app.py"
 APP = "src/PKG/web/app.py"
 
 BREAKAGES = [
@@ -192,7 +193,7 @@ BREAKAGES = [
         "hard-codes the broker as redis://localhost",
         "test",
         "test_factor_04_backing_services_are_located_by_url_settings_only",
-        (Edit(WORKER, "broker=settings.job_broker_url,", 'broker="redis://localhost:6379/0",'),),
+        (Edit(CELERY_APP, "broker=settings.job_broker_url,", 'broker="redis://localhost:6379/0",'),),
     ),
     Breakage(
         "database-unreachable",

@@ -23,6 +23,11 @@ from celery import signals
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from {{ cookiecutter.package_name }}.celery_app import (
+    REQUEST_ID_HEADER,
+    broker_tls,
+    create_celery,
+)
 from {{ cookiecutter.package_name }}.models import (
     Item,
     ItemStatus,
@@ -35,11 +40,6 @@ from {{ cookiecutter.package_name }}.tasks import (
     process_item,
 )
 from {{ cookiecutter.package_name }}.web.app import create_app
-from {{ cookiecutter.package_name }}.worker import (
-    REQUEST_ID_HEADER,
-    broker_tls,
-    create_celery,
-)
 
 from conftest import (
     UNREACHABLE_REDIS_URL,

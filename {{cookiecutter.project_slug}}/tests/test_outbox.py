@@ -20,6 +20,11 @@ from celery import Celery
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from {{ cookiecutter.package_name }}.celery_app import (
+    REQUEST_ID_HEADER,
+    create_celery,
+    propagate_request_ids,
+)
 from {{ cookiecutter.package_name }}.models import OutboxJob
 from {{ cookiecutter.package_name }}.outbox import (
     FAST_PATH_GRACE,
@@ -34,11 +39,6 @@ from {{ cookiecutter.package_name }}.outbox import (
 from {{ cookiecutter.package_name }}.relay import OutboxRelay
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
-from {{ cookiecutter.package_name }}.worker import (
-    REQUEST_ID_HEADER,
-    create_celery,
-    propagate_request_ids,
-)
 
 from conftest import UNREACHABLE_REDIS_URL
 

@@ -20,11 +20,11 @@ import pytest
 import redis
 from sqlalchemy import Connection, Engine, select, text
 
+from {{ cookiecutter.package_name }}.celery_app import create_celery
 from {{ cookiecutter.package_name }}.models import Item, ItemStatus
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.web.resources import Resources
-from {{ cookiecutter.package_name }}.worker import create_celery
 
 from conftest import (
     add_items,

@@ -518,6 +518,37 @@ def test_factor_09_disposability_sigterm_stops_an_idle_web_process_at_once(
     assert not accepts_connections(web.port)
 
 
+# A web process's whole start (settings, app, lifespan) and one request, in a fresh interpreter that then
+# prints the modules it loaded.
+WEB_START_PROGRAM = """
+import json, sys
+from starlette.testclient import TestClient
+from {{ cookiecutter.package_name }}.web.app import app_from_environment
+with TestClient(app_from_environment(), base_url="http://localhost") as client:
+    assert client.get("/healthz").status_code == 200
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_factor_09_disposability_web_process_loads_neither_migrations_nor_the_worker(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", WEB_START_PROGRAM],
+        env=service_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    loaded = set(json.loads(ran.stdout.splitlines()[-1]))
+    # Each was a sixth to a quarter of the web process's start-up, and serving needs neither.
+    assert "alembic" not in loaded, broken("IX", "leave Alembic to the release step")
+    assert "celery.apps.worker" not in loaded, broken("IX", "publish through celery_app.py, not worker.py")
+
+
 def test_factor_09_disposability_sigterm_lets_an_in_flight_request_finish(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:

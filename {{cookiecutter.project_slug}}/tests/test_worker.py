@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from {{ cookiecutter.package_name }}.celery_app import create_celery
 from {{ cookiecutter.package_name }}.models import ItemStatus
 from {{ cookiecutter.package_name }}.outbox import (
     pending_jobs,
@@ -26,7 +27,6 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import (
     PROCESS_ITEM,
 )
-from {{ cookiecutter.package_name }}.worker import create_celery
 
 from conftest import (
     add_items,

@@ -85,16 +85,17 @@ class WebMetrics:
             self.duration.labels(*labels).observe(time.perf_counter() - started)
 
 
-def count_pool_connections(engine: Engine) -> None:
-    """Connections this process holds out of the engine's pool, summed over live processes at a scrape."""
+def count_pool_connections(*engines: Engine) -> None:
+    """Connections this process holds out of the engines' pools, summed over live processes at a scrape."""
     in_use = Gauge(
         "db_pool_connections_in_use",
         "Database connections checked out of the pool.",
         registry=None,
         multiprocess_mode="livesum",
     )
-    event.listen(engine.pool, "checkout", lambda *_: in_use.inc())
-    event.listen(engine.pool, "checkin", lambda *_: in_use.dec())
+    for engine in engines:
+        event.listen(engine.pool, "checkout", lambda *_: in_use.inc())
+        event.listen(engine.pool, "checkin", lambda *_: in_use.dec())
 
 
 def count_jobs() -> None:

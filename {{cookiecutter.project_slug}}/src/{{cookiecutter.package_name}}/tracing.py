@@ -98,10 +98,11 @@ def span_exporter(settings: Settings) -> SpanExporter:
     return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH)
 
 
-def trace_statements(engine: Engine) -> None:
-    """One span per SQL statement on this engine (pass `async_engine.sync_engine` for an async one)."""
+def trace_statements(*engines: Engine) -> None:
+    """One span per SQL statement on these engines (pass `async_engine.sync_engine` for an async one)."""
+    # One call for all of them: the instrumentor is a singleton, and ignores a second `instrument()`.
     SQLAlchemyInstrumentor().instrument(
-        engine=engine,
+        engines=list(engines),
         tracer_provider=trace.get_tracer_provider(),
         # Its declared range stops below SQLAlchemy 2.1, whose event API it uses unchanged (test_tracing.py
         # shows the statements' spans arriving); without this it refuses and records nothing.

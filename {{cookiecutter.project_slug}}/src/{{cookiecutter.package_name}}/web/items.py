@@ -6,7 +6,7 @@ import unicodedata
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,6 +20,10 @@ from .resources import Resources
 
 # PostgreSQL's BIGINT: an id past this cannot exist, so it is a 404, not a database error.
 MAX_ID = 2**63 - 1
+
+# Reads are SQLAlchemy Core statements on the read engine (see database.py), built once: the ORM's identity
+# map and unit of work would cost about as much again as the query, for rows that are only serialised.
+ITEM_BY_ID = select(Item.__table__).where(Item.id == bindparam("item_id"))
 
 
 def plain_text(value: str) -> None:
@@ -42,7 +46,7 @@ class ListQuery(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
-def item_json(item: Item) -> dict[str, Any]:
+def item_json(item: Item | Row[Any]) -> dict[str, Any]:
     return {
         "id": item.id,
         "name": item.name,
@@ -94,8 +98,8 @@ def item_id_of(segment: str) -> int:
 async def get_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     item_id = item_id_of(request.path_params["item_id"])
-    async with resources.sessions() as session:
-        item = await session.get(Item, item_id)
+    async with resources.reads.connect() as connection:
+        item = (await connection.execute(ITEM_BY_ID, {"item_id": item_id})).first()
     if item is None:
         raise HTTPException(404, f"No item with id {item_id}.")
     return JSONResponse(item_json(item))
@@ -105,9 +109,9 @@ async def list_items(request: Request) -> JSONResponse:
     """Keyset pagination: `?after=<last id seen>&limit=<n>`, stable while items are being added."""
     resources: Resources = request.state.resources
     query = ListQuery().load(request.query_params)
-    statement = select(Item).where(Item.id > query["after"]).order_by(Item.id).limit(query["limit"])
-    async with resources.sessions() as session:
-        items = (await session.scalars(statement)).all()
+    statement = select(Item.__table__).where(Item.id > query["after"]).order_by(Item.id).limit(query["limit"])
+    async with resources.reads.connect() as connection:
+        items = (await connection.execute(statement)).all()
     next_page = None
     if len(items) == query["limit"]:
         next_page = f"/items?after={items[-1].id}&limit={query['limit']}"

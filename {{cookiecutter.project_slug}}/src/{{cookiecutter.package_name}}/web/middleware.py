@@ -7,11 +7,10 @@ p99 latency on the same endpoint.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..logs import request_id
@@ -19,6 +18,8 @@ from ..logs import request_id
 access_log = logging.getLogger(f"{__package__}.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+# As ASGI carries it: header names are lowercase bytes in the scope and in response messages.
+RAW_REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 # Accept a caller's id only if it is short and printable, so it cannot forge or break log lines.
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -36,8 +37,11 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
 
-        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
-        rid = incoming if VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        incoming = next((value for name, value in scope["headers"] if name == RAW_REQUEST_ID_HEADER), b"")
+        rid = incoming.decode("latin-1")
+        if not VALID_REQUEST_ID.fullmatch(rid):
+            # 128 random bits, like a UUID4's 122, for a quarter of uuid4()'s cost.
+            rid = os.urandom(16).hex()
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -46,7 +50,7 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, rid)
+                message["headers"] = [*message.get("headers", ()), (RAW_REQUEST_ID_HEADER, rid.encode())]
             await send(message)
 
         try:

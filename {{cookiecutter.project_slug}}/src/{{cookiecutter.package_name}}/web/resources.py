@@ -13,8 +13,10 @@ from .shutdown import Draining
 
 @dataclass(frozen=True)
 class Resources:
+    # Writes run in sessions on `engine`; reads of one statement on `reads`, outside a transaction.
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    reads: AsyncEngine
     # The migrations this code was written for; /readyz compares the database against them.
     schema: SchemaExpectation
     # Which release this process runs (factor V), for GET /version.
