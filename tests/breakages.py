@@ -379,8 +379,8 @@ BREAKAGES = [
         (
             Edit(
                 ITEMS,
-                "    await resources.jobs.publish(job, resources.sessions)\n",
-                "    await resources.jobs.publish(job, resources.sessions)\n"
+                "    await resources.jobs.publish(job, resources.engine)\n",
+                "    await resources.jobs.publish(job, resources.engine)\n"
                 '    print(f"created item {item.id}")\n',
             ),
         ),

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-# The service's defaults allow DB_POOL_SIZE + DB_MAX_OVERFLOW = 20 connections: the same budget here.
-POOL_SIZE = 20
+# The service reads through a pool of DB_POOL_SIZE = 10 connections by default: the same budget here.
+POOL_SIZE = 10
 READ_ITEM = "SELECT id, name, status, digest, created_at, updated_at FROM items WHERE id = $1"
 
 

@@ -7,12 +7,15 @@ import asyncio
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from {{ cookiecutter.package_name }}.database import (
+    Reads,
     async_url,
     sync_url,
 )
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from conftest import url_string
 
@@ -117,3 +120,23 @@ def test_percent_encoded_password_url_connects_with_both_drivers(database_url: U
             await async_engine.dispose()
 
     assert asyncio.run(async_current_database()) == database_url.database
+
+
+def test_read_engine_runs_each_statement_on_its_own_and_refuses_writes(settings: Settings) -> None:
+    async def read_twice_then_try_to_write() -> tuple[object, object, str]:
+        reads = Reads(settings)
+        try:
+            async with reads.connect() as connection:
+                # now() is the start of the transaction: inside one, both reads would see the same instant.
+                first = (await connection.execute(text("SELECT now(), pg_sleep(0.01)"))).scalar()
+                second = (await connection.execute(text("SELECT now()"))).scalar()
+                with pytest.raises(DBAPIError) as refused:
+                    await connection.execute(text("DELETE FROM items"))
+                return first, second, str(refused.value)
+        finally:
+            await reads.engine.dispose()
+
+    first, second, refusal = asyncio.run(read_twice_then_try_to_write())
+
+    assert first != second
+    assert "read-only transaction" in refusal

@@ -17,7 +17,7 @@ A job can still be published twice (a process dies after the publish and before 
 why every job is idempotent (see tasks.py). A job merely queued behind a backlog is never published again:
 once the broker has it, its row is gone.
 
-These are plain functions of a session, testable without Celery or a broker.
+These are plain functions and statements, testable without Celery or a broker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Delete, Update, delete, select, update
+from sqlalchemy import Delete, Update, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from .models import OutboxJob
@@ -59,6 +59,21 @@ def record_job(
     itself (a scheduled retry, say) is due when it should run, and the relay publishes it then.
     """
     return OutboxJob(task=task, args=list(args), request_id=request_id, attempts=0, due_at=now() + delay)
+
+
+# Records a job without an ORM session, as the web's create handler does: execute it with `job_row(job)`.
+INSERT_JOB = insert(OutboxJob).returning(OutboxJob.id)
+
+
+def job_row(job: OutboxJob) -> dict[str, Any]:
+    """The parameters of INSERT_JOB for `job`."""
+    return {
+        "task": job.task,
+        "args": job.args,
+        "request_id": job.request_id,
+        "attempts": job.attempts,
+        "due_at": job.due_at,
+    }
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -191,7 +191,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         "log_level": env.log_level("LOG_LEVEL", logging.INFO),
         # json for machines (production), console for people (a terminal).
         "log_format": env.str("LOG_FORMAT", "json", validate=OneOf(["json", "console"])),
-        # Connections per web process; keep it near the requests one process admits at once.
+        # Connections kept per engine (the web has two: reads, writes); writes may open the overflow too.
         "db_pool_size": env.int("DB_POOL_SIZE", 10, validate=Range(min=1)),
         "db_max_overflow": env.int("DB_MAX_OVERFLOW", 10, validate=Range(min=0)),
         # Heroku and Kubernetes kill a process 30 s after SIGTERM; drain within that.

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from ..celery_app import create_celery, propagate_request_ids
-from ..database import create_async_database_engine, create_read_engine, session_factory
+from ..database import Reads, create_async_database_engine, session_factory
 from ..logs import configure_logging
 from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
@@ -34,15 +34,15 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_async_database_engine(settings)
-        reads = create_read_engine(settings)
+        reads = Reads(settings)
         if settings.tracing:
             from ..tracing import trace_statements
 
-            trace_statements(engine.sync_engine, reads.sync_engine)
+            trace_statements(engine.sync_engine, reads.engine.sync_engine)
         if settings.metrics:
             from ..metrics import count_pool_connections
 
-            count_pool_connections(engine.sync_engine, reads.sync_engine)
+            count_pool_connections(engine.sync_engine, reads.engine.sync_engine)
         celery = create_celery(settings)
         propagate_request_ids()
         resources = Resources(
@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
                 yield {"resources": resources}
         finally:
             await engine.dispose()
-            await reads.dispose()
+            await reads.engine.dispose()
             celery.close()
             if settings.tracing:
                 from ..tracing import FLUSH_SECONDS, flush_spans

@@ -70,7 +70,7 @@ async def receive_event(request: Request) -> JSONResponse:
             await session.commit()
         except IntegrityError:  # the same event, arriving twice at once: the other request recorded it
             return already_recorded(event["id"])
-    await resources.jobs.publish(job, resources.sessions)
+    await resources.jobs.publish(job, resources.engine)
     return JSONResponse({"id": event["id"], "status": "accepted"}, status_code=202)
 
 

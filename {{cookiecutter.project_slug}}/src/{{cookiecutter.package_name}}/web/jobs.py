@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.concurrency import run_in_threadpool
 
 from .. import outbox
@@ -40,7 +40,7 @@ class JobQueue:
             return False
         return True
 
-    async def publish(self, job: OutboxJob, sessions: async_sessionmaker[AsyncSession]) -> bool:
+    async def publish(self, job: OutboxJob, engine: AsyncEngine) -> bool:
         """Publish a job recorded in the outbox, and record the outcome there (see outbox.py).
 
         Published, its row is deleted; not published, its row is made due for the clock's relay at once.
@@ -50,9 +50,8 @@ class JobQueue:
         sent = await self.enqueue(job.task, *job.args)
         outcome = outbox.published(job.id) if sent else outbox.publish_failed(job.id)
         try:
-            async with sessions() as session:
-                await session.execute(outcome)
-                await session.commit()
+            async with engine.begin() as connection:
+                await connection.execute(outcome)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             logger.warning("Could not record the publish of job %d: %s", job.id, exc.__class__.__name__)
         return sent

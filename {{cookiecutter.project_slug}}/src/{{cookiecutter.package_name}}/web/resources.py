@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ..database import Reads
 from ..schema import SchemaExpectation
 from .jobs import JobQueue
 from .shutdown import Draining
@@ -16,7 +17,7 @@ class Resources:
     # Writes run in sessions on `engine`; reads of one statement on `reads`, outside a transaction.
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    reads: AsyncEngine
+    reads: Reads
     # The migrations this code was written for; /readyz compares the database against them.
     schema: SchemaExpectation
     # Which release this process runs (factor V), for GET /version.
