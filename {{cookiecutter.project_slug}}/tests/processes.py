@@ -89,6 +89,16 @@ def run_command(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.C
     )
 
 
+def modules_loaded_by(program: str, env: dict[str, str], cwd: Path) -> set[str]:
+    """The modules a fresh interpreter had loaded when `program` ended; its last output line must be
+    `json.dumps(sorted(sys.modules))`."""
+    ran = subprocess.run(
+        [sys.executable, "-c", program], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    return set(json.loads(ran.stdout.splitlines()[-1]))
+
+
 def json_events(output: str) -> list[dict[str, Any]]:
     """Every line parsed as one JSON log event; fails on any line that is not one."""
     events = []

@@ -45,6 +45,7 @@ from processes import (
     event_receiver,
     free_port,
     json_events,
+    modules_loaded_by,
     read_head,
     read_response,
     run_command,
@@ -369,9 +370,13 @@ def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_
     finally:
         engine.dispose()
 
-    [received] = other_app.received
-    event = json.loads(received.body)
-    assert event["data"]["id"] == announced, broken("IV", "announce done items to the app at EVENTS_URL")
+    # Delivery is at least once (a job can run twice; the receiver deduplicates by event id): every request
+    # the other app received is the one announcement.
+    events = [json.loads(received.body) for received in other_app.received]
+    assert events, broken("IV", "announce done items to the app at EVENTS_URL")
+    assert {(event["id"], event["data"]["id"]) for event in events} == {(events[0]["id"], announced)}, broken(
+        "IV", "announce done items to the app at EVENTS_URL"
+    )
     assert [row["id"] for row in recorded if row["id"] in (announced, quiet)] == [announced], broken(
         "IV", "record and send no event once EVENTS_URL is unset"
     )
@@ -533,17 +538,8 @@ print(json.dumps(sorted(sys.modules)))
 def test_factor_09_disposability_web_process_loads_neither_migrations_nor_the_worker(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    ran = subprocess.run(
-        [sys.executable, "-c", WEB_START_PROGRAM],
-        env=service_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-    )
+    loaded = modules_loaded_by(WEB_START_PROGRAM, service_env, tmp_path)
 
-    assert ran.returncode == 0, ran.stderr
-    loaded = set(json.loads(ran.stdout.splitlines()[-1]))
     # Each was a sixth to a quarter of the web process's start-up, and serving needs neither.
     assert "alembic" not in loaded, broken("IX", "leave Alembic to the release step")
     assert "celery.apps.worker" not in loaded, broken("IX", "publish through celery_app.py, not worker.py")

@@ -24,6 +24,7 @@ import signal
 import threading
 from typing import Any
 
+import billiard.pool
 import celery.apps.worker
 import celery.worker.state
 from celery import Celery, signals
@@ -50,6 +51,12 @@ RELAY_STOP_TIMEOUT = 5.0
 STDOUT = 1
 # Signals by which a platform (or a person at a terminal) asks a worker to stop.
 STOP_SIGNALS = frozenset({"SIGTERM", "SIGQUIT", "SIGINT"})
+# A stopping pool process waits this many 0.1 s turns for the main process to read its last result.
+# billiard's 300 (30 s) can outlast the platform's kill: in a warm shutdown Celery may drop from its books
+# a job the pool process had not yet confirmed taking, so nobody reads that job's result, and the main
+# process waits for the pool process in turn. (The job, never acknowledged, goes back to the queue, and its
+# second run finds its work done.) A result being read takes milliseconds.
+RESULT_READ_TURNS = 10
 
 
 def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:
@@ -190,6 +197,7 @@ def worker_class(app: Celery, grace_seconds: float) -> Any:
 
 def run_worker(settings: Settings) -> int:
     """`<slug> worker`: consume jobs until stopped; returns the exit code."""
+    billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = RESULT_READ_TURNS
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
     delivery = register_jobs(app, engine, settings)
