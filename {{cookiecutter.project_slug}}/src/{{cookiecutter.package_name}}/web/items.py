@@ -48,7 +48,7 @@ class ListQuery(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
-def item_json(item: Item | Row[Any]) -> dict[str, Any]:
+def item_json(item: Row[Any]) -> dict[str, Any]:
     return {
         "id": item.id,
         "name": item.name,
