@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -53,6 +54,10 @@ JOB_TIMEOUT = 20.0
 SECRET_KEY = secrets.token_urlsafe(48)
 
 
+# A notice of honcho's own ("12:00:01 system   | ...") that does not start its line.
+HONCHO_NOTICE_MID_LINE = re.compile(r"(?<=[^\n])(\d\d:\d\d:\d\d system +\| )")
+
+
 @dataclasses.dataclass
 class FormationRun:
     """What a formation was seen doing: the item it finished, its output, and how it stopped."""
@@ -67,7 +72,10 @@ class FormationRun:
     def lines_of(self, process: str) -> list[str]:
         """The lines honcho prefixed with `process` (`web.1`, `worker.1`), without the prefix."""
         found = []
-        for line in self.output.splitlines():
+        # honcho prints a line and its newline in two writes; its own SIGTERM notice, printed from its signal
+        # handler, can land between them: `...<a process's line>12:00:01 system   | SIGTERM received`.
+        output = HONCHO_NOTICE_MID_LINE.sub(r"\n\1", self.output)
+        for line in output.splitlines():
             prefix, bar, text = line.partition(" | ")
             if bar and prefix.split()[-1] == process:
                 found.append(text)
