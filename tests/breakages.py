@@ -62,7 +62,8 @@ WORKER = "src/PKG/worker.py"
 CELERY_APP = "src/PKG/celery_app.py"
 APP = "src/PKG/web/app.py"
 
-BREAKAGES = [
+# The first catalogue: the breakages the guards were first written against.
+FIRST_CATALOGUE = [
     # --- I. Codebase
     Breakage(
         "per-deploy-env-file",
@@ -404,3 +405,23 @@ BREAKAGES = [
         ),
     ),
 ]
+
+# The second catalogue: breakages written down before the guards that catch them, each a different
+# instance of its factor's class than the first catalogue's, so together they show that a guard covers
+# the class of a mistake rather than the instances it was written for.
+SECOND_CATALOGUE: list[Breakage] = [
+    # --- I. Codebase
+    # --- II. Dependencies
+    # --- III. Config
+    # --- IV. Backing services
+    # --- V. Build, release, run
+    # --- VI. Processes
+    # --- VII. Port binding
+    # --- VIII. Concurrency
+    # --- IX. Disposability
+    # --- X. Dev/prod parity
+    # --- XI. Logs
+    # --- XII. Admin processes
+]
+
+BREAKAGES = FIRST_CATALOGUE + SECOND_CATALOGUE
