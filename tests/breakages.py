@@ -412,15 +412,281 @@ FIRST_CATALOGUE = [
 SECOND_CATALOGUE: list[Breakage] = [
     # --- I. Codebase
     # --- II. Dependencies
+    Breakage(
+        "system-library-lookup",
+        "II",
+        "looks up libmagic with ctypes at start-up, to sniff uploads' content types",
+        "test",
+        "test_factor_02_dependencies_no_process_type_starts_a_program_or_loads_a_system_library",
+        (
+            Edit(APP, "import gc\n", "import ctypes.util\nimport gc\n"),
+            Edit(
+                APP,
+                "    settings = load_settings()\n",
+                "    settings = load_settings()\n"
+                '    MAGIC_LIBRARY.append(ctypes.util.find_library("magic"))\n',
+            ),
+            Edit(APP, "PROBE_PATHS = ", "MAGIC_LIBRARY: list[str | None] = []\nPROBE_PATHS = "),
+        ),
+    ),
     # --- III. Config
     # --- IV. Backing services
+    Breakage(
+        "audit-queue-at-fixed-address",
+        "IV",
+        "publishes an audit message per item to the ops team's Redis, found by host and port",
+        "test",
+        "test_factor_04_backing_services_every_connection_goes_where_a_url_setting_points",
+        (
+            Edit(WORKER, "import billiard.pool\n", "import billiard.pool\nimport kombu\n"),
+            Edit(
+                WORKER,
+                '        logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})\n',
+                '        logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})\n'
+                "        with kombu.Connection(\n"
+                '            hostname="127.0.0.1", port=6379, transport="redis"\n'
+                "        ) as audit:\n"
+                '            audit.SimpleQueue("audit").put({"item": item_id, "outcome": outcome})\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "reporting-engine-from-parts",
+        "IV",
+        "counts done items on a reporting engine whose URL is assembled from a host and a port",
+        "test",
+        "test_factor_04_backing_services_every_connection_goes_where_a_url_setting_points",
+        (
+            Edit(
+                WORKER,
+                "from sqlalchemy import Delete, Engine, Update\n",
+                "from sqlalchemy import URL, Delete, Engine, Update, create_engine, text\n",
+            ),
+            Edit(
+                WORKER,
+                "    delivery = events.Delivery(engine, settings)\n",
+                "    delivery = events.Delivery(engine, settings)\n"
+                "    reports = create_engine(\n"
+                '        URL.create("postgresql+psycopg", "postgres", host="127.0.0.1", port=5432, '
+                'database="postgres")\n'
+                "    )\n"
+                "    signals.worker_ready.connect(\n"
+                '        lambda **_: reports.connect().execute(text("SELECT 1")), weak=False\n'
+                "    )\n",
+            ),
+        ),
+    ),
     # --- V. Build, release, run
+    Breakage(
+        "worker-creates-tables",
+        "V",
+        "creates any missing tables when the worker starts, so a fresh database just works",
+        "test",
+        "test_factor_05_no_long_running_process_changes_the_schema",
+        (
+            Edit(WORKER, "from .models import OutboxJob\n", "from .models import Base, OutboxJob\n"),
+            Edit(
+                WORKER,
+                "    app = create_celery(settings)\n    delivery = register_jobs(app, engine, settings)\n",
+                "    app = create_celery(settings)\n    Base.metadata.create_all(engine)\n"
+                "    delivery = register_jobs(app, engine, settings)\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "clock-migrates-on-start",
+        "V",
+        "upgrades the schema when the clock starts, since exactly one clock runs",
+        "test",
+        "test_factor_05_no_long_running_process_changes_the_schema",
+        (
+            Edit(
+                WORKER,
+                "from .relay import OutboxRelay\n",
+                "from .relay import OutboxRelay\nfrom .schema import upgrade_to_head\n",
+            ),
+            Edit(
+                WORKER,
+                "    relay = OutboxRelay(engine, app)\n",
+                "    upgrade_to_head(settings)\n    relay = OutboxRelay(engine, app)\n",
+            ),
+        ),
+    ),
     # --- VI. Processes
+    Breakage(
+        "item-reads-cached",
+        "VI",
+        "keeps each item it has served in process memory, to spare the database",
+        "test",
+        "test_factor_06_processes_a_change_made_anywhere_is_seen_by_every_web_process",
+        (
+            Edit(
+                ITEMS,
+                '    item_id = item_id_of(request.path_params["item_id"])\n',
+                '    item_id = item_id_of(request.path_params["item_id"])\n'
+                "    if item_id in SERVED:\n        return JSONResponse(SERVED[item_id])\n",
+            ),
+            Edit(
+                ITEMS,
+                "    return JSONResponse(item_json(item))\n",
+                "    SERVED[item_id] = item_json(item)\n    return JSONResponse(SERVED[item_id])\n\n\n"
+                "SERVED: dict[int, dict[str, Any]] = {}\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "digests-exported-to-local-disk",
+        "VI",
+        "writes each item's digest to /tmp for a nightly rsync",
+        "test",
+        "test_factor_06_processes_no_process_type_writes_a_file",
+        (
+            Edit(
+                WORKER, "import threading\n", "import tempfile\nimport threading\nfrom pathlib import Path\n"
+            ),
+            Edit(
+                WORKER,
+                '        logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})\n',
+                '        logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})\n'
+                '        exported = Path(tempfile.gettempdir(), "digests")\n'
+                "        exported.mkdir(exist_ok=True)\n"
+                '        (exported / f"{item_id}.txt").write_text(outcome)\n',
+            ),
+        ),
+    ),
     # --- VII. Port binding
+    Breakage(
+        "loopback-only-web",
+        "VII",
+        "serves on 127.0.0.1 only, to quiet the linters' warning about binding every interface",
+        "test",
+        "test_factor_07_port_binding_web_is_reachable_on_every_interface",
+        (Edit(CLI, '        host="0.0.0.0",  # noqa: S104  # nosec B104\n', '        host="127.0.0.1",\n'),),
+    ),
+    Breakage(
+        "web-host-setting",
+        "VII",
+        "adds a WEB_HOST setting whose default is the loopback address",
+        "test",
+        "test_factor_07_port_binding_web_is_reachable_on_every_interface",
+        (
+            Edit(
+                SETTINGS,
+                "    forwarded_allow_ips: str\n",
+                "    forwarded_allow_ips: str\n    web_host: str\n",
+            ),
+            Edit(
+                SETTINGS,
+                '        "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),\n',
+                '        "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),\n'
+                '        "web_host": env.str("WEB_HOST", "127.0.0.1"),\n',
+            ),
+            Edit(
+                CLI,
+                '        host="0.0.0.0",  # noqa: S104  # nosec B104\n',
+                "        host=settings.web_host,\n",
+            ),
+        ),
+    ),
     # --- VIII. Concurrency
+    Breakage(
+        "clock-pid-file",
+        "VIII",
+        "gives the clock a PID file, so a second clock refuses to start",
+        "test",
+        "test_factor_06_processes_no_process_type_writes_a_file",
+        (
+            Edit(
+                WORKER,
+                "        app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()\n",
+                "        app.Beat(\n"
+                "            loglevel=logging.getLevelName(settings.log_level),\n"
+                "            quiet=True,\n"
+                '            pidfile="clock.pid",\n'
+                "        ).run()\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "web-pid-for-a-sidecar",
+        "VIII",
+        "writes the web process's PID under /tmp for a monitoring sidecar",
+        "test",
+        "test_factor_06_processes_no_process_type_writes_a_file",
+        (
+            Edit(APP, "import gc\n", "import gc\nimport os\nimport tempfile\nfrom pathlib import Path\n"),
+            Edit(
+                APP,
+                "        gc.freeze()\n",
+                '        Path(tempfile.gettempdir(), "web.pid").write_text(str(os.getpid()))\n'
+                "        gc.freeze()\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "clock-detaches",
+        "VIII",
+        "detaches the clock from its terminal, as a daemon, so one container can start it beside the web",
+        "test",
+        "test_factor_08_concurrency_no_process_type_daemonises",
+        (
+            Edit(
+                WORKER,
+                "    app = create_celery(settings)\n    use_service_logging(settings)\n"
+                "    propagate_request_ids()\n"
+                "    if settings.tracing:\n",
+                "    # The parent returns to the shell at once; the clock goes on in the child.\n"
+                "    if os.fork():\n"
+                "        os._exit(0)\n"
+                "    os.setsid()\n"
+                "    app = create_celery(settings)\n    use_service_logging(settings)\n"
+                "    propagate_request_ids()\n"
+                "    if settings.tracing:\n",
+            ),
+        ),
+    ),
     # --- IX. Disposability
     # --- X. Dev/prod parity
     # --- XI. Logs
+    Breakage(
+        "job-logger-on-stderr",
+        "XI",
+        "gives the jobs' logger a handler of its own, to see job lines apart",
+        "test",
+        "test_factor_11_logs_every_process_type_logs_to_stdout_only",
+        (
+            Edit(
+                WORKER,
+                "def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:\n",
+                "def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:\n"
+                "    logger.addHandler(logging.StreamHandler())\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "audit-trail-handler",
+        "XI",
+        "adds a handler of its own that appends each warning to an audit-trail file",
+        "test",
+        "test_factor_11_logs_every_process_type_logs_to_stdout_only",
+        (
+            Edit(
+                "src/PKG/logs.py",
+                "    root.addHandler(handler)\n",
+                "    root.addHandler(handler)\n    root.addHandler(AuditTrail(logging.WARNING))\n",
+            ),
+            Edit(
+                "src/PKG/logs.py",
+                "def configure_logging(\n",
+                "class AuditTrail(logging.Handler):\n"
+                "    def emit(self, record: logging.LogRecord) -> None:\n"
+                '        with open(os.path.join(tempfile.gettempdir(), "audit.log"), "a") as trail:\n'
+                '            trail.write(self.format(record) + "\\n")\n\n\n'
+                "def configure_logging(\n",
+            ),
+            Edit("src/PKG/logs.py", "import logging\n", "import logging\nimport os\nimport tempfile\n"),
+        ),
+    ),
     # --- XII. Admin processes
 ]
 
