@@ -74,6 +74,7 @@ lock-service: install
 	rm -rf build/lock && $(BIN)/cookiecutter --no-input . -o build/lock
 	$(MAKE) -C build/lock/my-service lock
 	cp build/lock/my-service/requirements.txt build/lock/my-service/requirements-dev.txt \
+		build/lock/my-service/requirements-build.txt \
 		'{{cookiecutter.project_slug}}/'
 
 # The benchmark: a default bake, installed, against bare Starlette, raw asyncpg and bare Celery (bench/).

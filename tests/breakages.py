@@ -1,7 +1,7 @@
 """Deliberate breakages of a baked service, one per row, each what a hurried fork might write.
 
 Each row says which factor it breaks, the change (small text edits of the bake: `old` replaced by `new`, or a
-new file when `old` is None), and the layer that must catch it:
+new file when `old` is None; `mode` sets the file's permission bits), and the layer that must catch it:
 
 - `ruff` / `deptry`: `make lint`'s tools, run alone; `expect` is the rule code that must be reported.
 - `test`: one conformance test of the bake's tests/test_twelve_factors.py, named by `expect`.
@@ -26,6 +26,8 @@ class Edit:
     path: str
     old: str | None
     new: str
+    # The file's permission bits afterwards (0o755: executable), when the change is to them too.
+    mode: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +49,13 @@ class Breakage:
             if edit.old is None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(new)
-                continue
-            old = edit.old.replace("PKG", bake.package).replace("SLUG", bake.slug)
-            text = path.read_text()
-            assert text.count(old) == 1, f"{self.name}: {edit.path} no longer contains {old!r}"
-            path.write_text(text.replace(old, new))
+            else:
+                old = edit.old.replace("PKG", bake.package).replace("SLUG", bake.slug)
+                text = path.read_text()
+                assert text.count(old) == 1, f"{self.name}: {edit.path} no longer contains {old!r}"
+                path.write_text(text.replace(old, new))
+            if edit.mode is not None:
+                path.chmod(edit.mode)
 
 
 SETTINGS = "src/PKG/settings.py"
@@ -309,7 +313,7 @@ FIRST_CATALOGUE = [
         "VIII",
         "gives the worker a PID file, as old init scripts wanted",
         "test",
-        "test_factor_08_concurrency_worker_runs_in_the_foreground_without_a_pid_file",
+        "test_factor_06_processes_no_process_type_writes_a_file",
         (
             Edit(
                 WORKER,
@@ -411,6 +415,61 @@ FIRST_CATALOGUE = [
 # the class of a mistake rather than the instances it was written for.
 SECOND_CATALOGUE: list[Breakage] = [
     # --- I. Codebase
+    Breakage(
+        "per-deploy-config-folder",
+        "I",
+        "keeps production's pool sizes in config/production.toml",
+        "test",
+        "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
+        (Edit("config/production.toml", None, "[database]\npool_size = 20\nmax_overflow = 5\n"),),
+    ),
+    Breakage(
+        "staging-overlay",
+        "I",
+        "adds a kustomize overlay for staging beside the base",
+        "test",
+        "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
+        (
+            Edit(
+                "deploy/kubernetes/overlays/staging/kustomization.yaml",
+                None,
+                "resources:\n  - ../..\nnamespace: staging\nreplicas:\n  - name: SLUG-web\n    count: 1\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "release-prefix-switch",
+        "I",
+        "shows debug pages unless the release id starts with prod-",
+        "test",
+        "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
+        (
+            Edit(
+                APP,
+                "        lifespan=lifespan,\n",
+                '        lifespan=lifespan,\n        debug=not settings.release_id.startswith("prod-"),\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "deploy-name-match",
+        "I",
+        "matches the release id's prefix against deploy names to turn debug pages on",
+        "test",
+        "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
+        (
+            Edit(
+                APP,
+                "    return Starlette(\n",
+                '    match settings.release_id.split("-")[0]:\n'
+                '        case "staging" | "dev":\n'
+                "            debug = True\n"
+                "        case _:\n"
+                "            debug = False\n"
+                "    return Starlette(\n        debug=debug,\n",
+            ),
+        ),
+    ),
     # --- II. Dependencies
     Breakage(
         "system-library-lookup",
@@ -429,24 +488,233 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(APP, "PROBE_PATHS = ", "MAGIC_LIBRARY: list[str | None] = []\nPROBE_PATHS = "),
         ),
     ),
+    Breakage(
+        "shell-out-from-async-code",
+        "II",
+        "renders receipts as PDF by piping HTML through wkhtmltopdf from async code",
+        "ruff",
+        "TID251",
+        (
+            Edit(
+                "src/PKG/receipts.py",
+                None,
+                "import asyncio\n\n\n"
+                "async def receipt_pdf(html: str) -> bytes:\n"
+                "    process = await asyncio.create_subprocess_exec(\n"
+                '        "wkhtmltopdf",\n'
+                '        "-",\n'
+                '        "-",\n'
+                "        stdin=asyncio.subprocess.PIPE,\n"
+                "        stdout=asyncio.subprocess.PIPE,\n"
+                "    )\n"
+                "    pdf, _ = await process.communicate(html.encode())\n"
+                "    return pdf\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "dbshell-execs-psql",
+        "II",
+        "adds a `dbshell` command that replaces itself with psql, as Django's does",
+        "ruff",
+        "TID251",
+        (
+            Edit(
+                CLI,
+                "@main.command()\ndef shell() -> None:\n",
+                "@main.command()\n"
+                "def dbshell() -> None:\n"
+                '    """psql on the service\'s database."""\n'
+                "    settings = load_or_exit()\n"
+                "    from .database import sync_url\n\n"
+                '    url = sync_url(settings.database_url).set(drivername="postgresql")\n'
+                '    os.execvp("psql", ["psql", url.render_as_string(hide_password=False)])\n\n\n'
+                "@main.command()\ndef shell() -> None:\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "platform-string-at-start",
+        "II",
+        "logs platform.platform() when web starts, which runs `uname -p`",
+        "ruff",
+        "TID251",
+        (
+            Edit(CLI, "import os\nimport signal\n", "import os\nimport platform\nimport signal\n"),
+            Edit(
+                CLI,
+                "    settings = load_or_exit()\n    import uvicorn\n",
+                '    settings = load_or_exit()\n    logger.info("Serving on %s", platform.platform())\n'
+                "    import uvicorn\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "floor-raised-without-lock",
+        "II",
+        "moves to Starlette 2 in pyproject.toml and forgets `make lock`",
+        "test",
+        "test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as_locked",
+        (Edit("pyproject.toml", '    "starlette>=1.0,<2",\n', '    "starlette>=2,<3",\n'),),
+    ),
+    Breakage(
+        "marker-floor-raised-without-lock",
+        "II",
+        "raises uvloop's floor, on the platforms its marker names, and forgets `make lock`",
+        "test",
+        "test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as_locked",
+        (
+            Edit(
+                "pyproject.toml",
+                '    "uvloop>=0.21; sys_platform',
+                '    "uvloop>=0.24; sys_platform',
+            ),
+        ),
+    ),
+    Breakage(
+        "heroku-build-isolated",
+        "II",
+        "simplifies bin/post_compile back to a plain `pip install --no-deps .`, which fetches hatchling",
+        "test",
+        "test_factor_02_dependencies_every_build_installs_the_hashed_locks_and_the_project_only",
+        (
+            Edit(
+                "bin/post_compile",
+                "python -m pip install --no-cache-dir --require-hashes -r requirements-build.txt\n"
+                "python -m pip install --no-cache-dir --no-deps --no-build-isolation .\n",
+                "python -m pip install --no-cache-dir --no-deps .\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "apm-agent-unpinned-in-image",
+        "II",
+        "adds the New Relic agent to the image's venv with a bare `pip install newrelic`",
+        "test",
+        "test_factor_02_dependencies_every_build_installs_the_hashed_locks_and_the_project_only",
+        (
+            Edit(
+                "Dockerfile",
+                "    && /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/*.whl\n",
+                "    && /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \\\n"
+                "    && /opt/venv/bin/pip install --no-cache-dir newrelic\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "ci-upgrades-pip",
+        "II",
+        "upgrades pip in CI before `make install`, to the newest release of the day",
+        "test",
+        "test_factor_02_dependencies_every_build_installs_the_hashed_locks_and_the_project_only",
+        (
+            Edit(
+                ".github/workflows/ci.yml",
+                "      - name: Install (the hashed lock, then this service)\n",
+                "      - name: Upgrade pip\n"
+                "        run: python -m pip install --upgrade pip\n"
+                "      - name: Install (the hashed lock, then this service)\n",
+            ),
+        ),
+    ),
     # --- III. Config
+    Breakage(
+        "settings-loaded-at-import",
+        "III",
+        "loads the settings once, when web/app.py is imported, instead of in the factory",
+        "test",
+        "test_factor_03_config_is_read_when_a_process_starts_never_at_import",
+        (
+            Edit(
+                APP,
+                'PROBE_PATHS = frozenset({"/healthz", "/readyz"})\n',
+                'PROBE_PATHS = frozenset({"/healthz", "/readyz"})\n'
+                "# Read once per process, not on every call of the factory.\n"
+                "SETTINGS = load_settings()\n",
+            ),
+            Edit(APP, "    settings = load_settings()\n", "    settings = SETTINGS\n"),
+        ),
+    ),
+    Breakage(
+        "feature-flag-at-import",
+        "III",
+        "reads a feature flag with environs beside settings.py's constants, as the module is imported",
+        "test",
+        "test_factor_03_config_is_read_when_a_process_starts_never_at_import",
+        (
+            Edit(
+                SETTINGS,
+                'OTLP_PROTOCOLS = ("http/protobuf",)\n',
+                'OTLP_PROTOCOLS = ("http/protobuf",)\n'
+                "# Bulk import of items, off until a deploy turns it on.\n"
+                'BULK_IMPORT = Env().bool("FEATURE_BULK_IMPORT", False)\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "dotenv-overrides-exported",
+        "III",
+        "loads .env in settings.py with python-dotenv's load_dotenv(override=True), so an edited .env wins",
+        "test",
+        "test_factor_03_config_exported_variables_win_over_dotenv_and_no_parent_dotenv_is_read",
+        (
+            Edit(
+                SETTINGS,
+                "from environs import Env, EnvValidationError\n",
+                "from dotenv import load_dotenv\nfrom environs import Env, EnvValidationError\n",
+            ),
+            Edit(
+                SETTINGS,
+                "        env.read_env(dotenv, recurse=False, override=False)\n",
+                "        load_dotenv(dotenv, override=True)\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "dotenv-searched-upwards",
+        "III",
+        "drops the is_file() check and read_env's keywords, so its default search of parent folders applies",
+        "test",
+        "test_factor_03_config_exported_variables_win_over_dotenv_and_no_parent_dotenv_is_read",
+        (
+            Edit(
+                SETTINGS,
+                "    if dotenv is not None and dotenv.is_file():\n"
+                "        env.read_env(dotenv, recurse=False, override=False)\n",
+                "    if dotenv is not None:\n        env.read_env(dotenv)\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "load-dotenv-in-cli",
+        "III",
+        "loads .env with python-dotenv, overriding, before every command of the console script",
+        "ruff",
+        "TID251",
+        (
+            Edit(CLI, "import click\n", "import click\nfrom dotenv import load_dotenv\n"),
+            Edit(
+                CLI,
+                '    """Run one of the service\'s process types or admin commands."""\n',
+                '    """Run one of the service\'s process types or admin commands."""\n'
+                "    load_dotenv(override=True)\n",
+            ),
+        ),
+    ),
     # --- IV. Backing services
     Breakage(
         "audit-queue-at-fixed-address",
         "IV",
-        "publishes an audit message per item to the ops team's Redis, found by host and port",
+        "pushes each done item onto the ops team's audit list in Redis, found by host and port",
         "test",
         "test_factor_04_backing_services_every_connection_goes_where_a_url_setting_points",
         (
-            Edit(WORKER, "import billiard.pool\n", "import billiard.pool\nimport kombu\n"),
+            Edit(WORKER, "import celery.worker.state\n", "import celery.worker.state\nimport redis\n"),
             Edit(
                 WORKER,
                 '        logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})\n',
                 '        logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})\n'
-                "        with kombu.Connection(\n"
-                '            hostname="127.0.0.1", port=6379, transport="redis"\n'
-                "        ) as audit:\n"
-                '            audit.SimpleQueue("audit").put({"item": item_id, "outcome": outcome})\n',
+                '        redis.Redis(host="127.0.0.1", port=6379).lpush("audit", item_id)\n',
             ),
         ),
     ),
@@ -470,9 +738,8 @@ SECOND_CATALOGUE: list[Breakage] = [
                 '        URL.create("postgresql+psycopg", "postgres", host="127.0.0.1", port=5432, '
                 'database="postgres")\n'
                 "    )\n"
-                "    signals.worker_ready.connect(\n"
-                '        lambda **_: reports.connect().execute(text("SELECT 1")), weak=False\n'
-                "    )\n",
+                "    signals.worker_ready.connect("
+                'lambda **_: reports.connect().execute(text("SELECT 1")), weak=False)\n',
             ),
         ),
     ),
@@ -512,13 +779,56 @@ SECOND_CATALOGUE: list[Breakage] = [
             ),
         ),
     ),
+    Breakage(
+        "settings-in-image-env",
+        "V",
+        "sets production's WEB_CONCURRENCY and LOG_LEVEL in the image, sized for its machines",
+        "test",
+        "test_factor_05_build_puts_no_config_in_the_image",
+        (Edit("Dockerfile", "EXPOSE 8000\n", "EXPOSE 8000\nENV WEB_CONCURRENCY=4 LOG_LEVEL=DEBUG\n"),),
+    ),
+    Breakage(
+        "dotenv-in-image",
+        "V",
+        "copies .env.example into the image as .env, so a bare `docker run` starts",
+        "test",
+        "test_factor_05_build_puts_no_config_in_the_image",
+        (
+            Edit(".dockerignore", "**/.env.*\n", "**/.env.*\n!.env.example\n"),
+            Edit("Dockerfile", "WORKDIR /app\n", "WORKDIR /app\nCOPY .env.example .env\n"),
+        ),
+    ),
+    Breakage(
+        "deny-list-dockerignore",
+        "V",
+        "swaps the allow-list .dockerignore for the usual deny-list, which forgets .env",
+        "test",
+        "test_factor_05_build_puts_no_config_in_the_image",
+        (Edit(".dockerignore", None, ".git\n.venv\n**/__pycache__\n**/.*_cache\n"),),
+    ),
+    Breakage(
+        "migrate-in-image-build",
+        "V",
+        "migrates during `docker build`, the database's URL and the secret passed as build arguments",
+        "test",
+        "test_factor_05_build_puts_no_config_in_the_image",
+        (
+            Edit(
+                "Dockerfile",
+                "EXPOSE 8000\n",
+                "EXPOSE 8000\n"
+                "# Each image is built against its database, so it starts on the schema it expects.\n"
+                "ARG DATABASE_URL\nARG REDIS_URL\nARG SECRET_KEY\nRUN SLUG migrate\n",
+            ),
+        ),
+    ),
     # --- VI. Processes
     Breakage(
         "item-reads-cached",
         "VI",
         "keeps each item it has served in process memory, to spare the database",
         "test",
-        "test_factor_06_processes_a_change_made_anywhere_is_seen_by_every_web_process",
+        "test_factor_06_processes_two_web_processes_see_the_same_items",
         (
             Edit(
                 ITEMS,
@@ -614,7 +924,12 @@ SECOND_CATALOGUE: list[Breakage] = [
         "test",
         "test_factor_06_processes_no_process_type_writes_a_file",
         (
-            Edit(APP, "import gc\n", "import gc\nimport os\nimport tempfile\nfrom pathlib import Path\n"),
+            Edit(APP, "import gc\n", "import gc\nimport os\nimport tempfile\n"),
+            Edit(
+                APP,
+                "from contextlib import asynccontextmanager\n",
+                "from contextlib import asynccontextmanager\nfrom pathlib import Path\n",
+            ),
             Edit(
                 APP,
                 "        gc.freeze()\n",
@@ -646,7 +961,119 @@ SECOND_CATALOGUE: list[Breakage] = [
         ),
     ),
     # --- IX. Disposability
+    Breakage(
+        "ack-jobs-on-receipt",
+        "IX",
+        "acknowledges each job as it starts, so that a crash never runs a job twice",
+        "test",
+        "test_factor_09_disposability_job_in_hand_of_a_killed_worker_is_done_later",
+        (Edit(CELERY_APP, "        task_acks_late=True,\n", "        task_acks_late=False,\n"),),
+    ),
+    Breakage(
+        "no-requeue-on-worker-lost",
+        "IX",
+        "stops requeueing the job of a killed pool process, so that a job that kills its process cannot loop",
+        "test",
+        "test_factor_09_disposability_job_in_hand_of_a_killed_worker_is_done_later",
+        (
+            Edit(
+                CELERY_APP,
+                "        task_reject_on_worker_lost=True,\n",
+                "        task_reject_on_worker_lost=False,\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "twelve-hour-visibility-timeout",
+        "IX",
+        "sets Redis's visibility_timeout to 12 hours, as Celery's docs suggest for long jobs",
+        "test",
+        "test_factor_09_disposability_job_in_hand_of_a_killed_worker_is_done_later",
+        (
+            Edit(
+                CELERY_APP,
+                '        "visibility_timeout": settings.job_time_limit * 2,\n',
+                '        "visibility_timeout": 43200,\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "job-swallows-the-stop",
+        "IX",
+        "wraps each item's job in try/except BaseException, so that one bad item never kills a pool process",
+        "test",
+        "test_factor_09_disposability_stopped_worker_leaves_no_job_behind",
+        (
+            Edit(
+                WORKER,
+                "def publish_recorded(",
+                "def never_crash(job: Any) -> Any:\n"
+                '    """Log whatever a job raises, so one bad item never takes its pool process down."""\n'
+                "\n"
+                "    def guarded(*args: Any) -> None:\n"
+                "        try:\n"
+                "            job(*args)\n"
+                "        except BaseException:\n"
+                '            logger.exception("Job %s%r failed", job.__name__, args)\n'
+                "\n"
+                "    return guarded\n"
+                "\n\n"
+                "def publish_recorded(",
+            ),
+            Edit(
+                WORKER,
+                "(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(process_item)\n",
+                "(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(never_crash(process_item))\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "prefetch-in-bulk",
+        "IX",
+        "reserves 64 jobs per pool process, to save round trips to Redis",
+        "test",
+        "test_factor_09_disposability_stopped_worker_leaves_no_job_behind",
+        (
+            Edit(
+                CELERY_APP,
+                "        worker_prefetch_multiplier=1,\n",
+                "        worker_prefetch_multiplier=64,\n",
+            ),
+        ),
+    ),
     # --- X. Dev/prod parity
+    Breakage(
+        "compose-postgres-17",
+        "X",
+        "moves compose.yaml to PostgreSQL 17 alone, ahead of CI and production",
+        "test",
+        "test_factor_10_parity_every_file_names_the_same_backing_services_and_major_versions",
+        (Edit("compose.yaml", "    image: postgres:16\n", "    image: postgres:17\n"),),
+    ),
+    Breakage(
+        "ci-redis-6",
+        "X",
+        "runs CI on the Redis 6 its runners had cached",
+        "test",
+        "test_factor_10_parity_every_file_names_the_same_backing_services_and_major_versions",
+        (Edit(".github/workflows/ci.yml", "        image: redis:7\n", "        image: redis:6\n"),),
+    ),
+    Breakage(
+        "heroku-postgres-15",
+        "X",
+        "pins Heroku Postgres to 15, the version of the database it came from",
+        "test",
+        "test_factor_10_parity_every_file_names_the_same_backing_services_and_major_versions",
+        (Edit("app.json", '"options": { "version": "16" }', '"options": { "version": "15" }'),),
+    ),
+    Breakage(
+        "readme-postgresql-15",
+        "X",
+        "documents PostgreSQL 15 in the README's deploy table",
+        "test",
+        "test_factor_10_parity_every_file_names_the_same_backing_services_and_major_versions",
+        (Edit("README.md", "with PostgreSQL 16 and Redis 7", "with PostgreSQL 15 and Redis 7"),),
+    ),
     # --- XI. Logs
     Breakage(
         "job-logger-on-stderr",
@@ -684,10 +1111,110 @@ SECOND_CATALOGUE: list[Breakage] = [
                 '            trail.write(self.format(record) + "\\n")\n\n\n'
                 "def configure_logging(\n",
             ),
-            Edit("src/PKG/logs.py", "import logging\n", "import logging\nimport os\nimport tempfile\n"),
+            Edit(
+                "src/PKG/logs.py",
+                "import logging\nimport sys\n",
+                "import logging\nimport os\nimport sys\nimport tempfile\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "syslog-handler",
+        "XI",
+        "sends every record to the host's syslog as well, for the ops team's collector",
+        "ruff",
+        "TID251",
+        (
+            Edit("src/PKG/logs.py", "import logging\n", "import logging\nimport logging.handlers\n"),
+            Edit(
+                "src/PKG/logs.py",
+                "    root.addHandler(handler)\n",
+                "    root.addHandler(handler)\n"
+                '    root.addHandler(logging.handlers.SysLogHandler(address="/dev/log"))\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "basic-config-log-file",
+        "XI",
+        "configures logging to tasks.log when the task module is imported, to read jobs apart",
+        "ruff",
+        "TID251",
+        (
+            Edit(TASKS, "import hashlib\n", "import hashlib\nimport logging\n"),
+            Edit(
+                TASKS,
+                'HANDLE_EVENT = "events.handle"\n',
+                'HANDLE_EVENT = "events.handle"\n'
+                "# The jobs' own lines in a file of their own, to read one job's history in one place.\n"
+                'logging.basicConfig(filename="tasks.log", level=logging.INFO)\n',
+            ),
         ),
     ),
     # --- XII. Admin processes
+    Breakage(
+        "backfill-shell-script",
+        "XII",
+        "adds scripts/backfill.sh, which re-queues items with psql",
+        "test",
+        "test_factor_12_admin_tasks_are_subcommands_of_the_one_console_script",
+        (
+            Edit(
+                "scripts/backfill.sh",
+                None,
+                "#!/usr/bin/env bash\n# Re-queue the items whose digest never came.\nset -euo pipefail\n"
+                'psql "$DATABASE_URL" -c "UPDATE items SET status = \'pending\' WHERE digest IS NULL"\n',
+            ),
+        ),
+    ),
+    Breakage(
+        "maintenance-main-block",
+        "XII",
+        "adds a module that purges old items when run with `python -m`",
+        "test",
+        "test_factor_12_admin_tasks_are_subcommands_of_the_one_console_script",
+        (
+            Edit(
+                "src/PKG/maintenance.py",
+                None,
+                '"""Purge items older than a year: `python -m PKG.maintenance`."""\n\n'
+                "from datetime import UTC, datetime, timedelta\n\n"
+                "from sqlalchemy import delete\nfrom sqlalchemy.orm import Session\n\n"
+                "from .database import create_sync_database_engine\nfrom .models import Item\n"
+                "from .settings import load_settings\n\n\n"
+                "def purge_old_items(session: Session) -> None:\n"
+                "    cutoff = datetime.now(UTC) - timedelta(days=365)\n"
+                "    session.execute(delete(Item).where(Item.created_at < cutoff))\n\n\n"
+                'if __name__ == "__main__":\n'
+                "    with Session(create_sync_database_engine(load_settings())) as session:\n"
+                "        purge_old_items(session)\n"
+                "        session.commit()\n",
+            ),
+        ),
+    ),
+    Breakage(
+        "executable-reindex",
+        "XII",
+        "adds an executable bin/reindex, a Python script with no extension, for cron",
+        "test",
+        "test_factor_12_admin_tasks_are_subcommands_of_the_one_console_script",
+        (
+            Edit(
+                "bin/reindex",
+                None,
+                "#!/usr/bin/env python3\n"
+                '"""Recompute every item\'s digest after a change of hash function."""\n\n'
+                "from sqlalchemy import select\nfrom sqlalchemy.orm import Session\n\n"
+                "from PKG.database import create_sync_database_engine\nfrom PKG.models import Item\n"
+                "from PKG.settings import load_settings\nfrom PKG.tasks import process_item\n\n"
+                "with Session(create_sync_database_engine(load_settings())) as session:\n"
+                "    for item_id in session.scalars(select(Item.id)):\n"
+                "        process_item(session, item_id)\n"
+                "    session.commit()\n",
+                mode=0o755,
+            ),
+        ),
+    ),
 ]
 
 BREAKAGES = FIRST_CATALOGUE + SECOND_CATALOGUE

@@ -96,8 +96,8 @@ def test_image_installs_the_hashed_lock_before_the_code_is_copied(default_bake: 
 
     locked = first(r"^RUN .*--require-hashes -r requirements\.txt")
     assert first(r"^COPY .*requirements\.txt") < locked < first(r"^COPY .*src")
-    assert first(r"^RUN .*--require-hashes -r requirements-dev\.txt") < first(r"^COPY .*src")
-    # The service goes in as a wheel, built by the dev lock's hatchling (no build isolation, which would
+    assert first(r"^RUN .*--require-hashes -r requirements-build\.txt") < first(r"^COPY .*src")
+    # The service goes in as a wheel, built by the build lock's hatchling (no build isolation, which would
     # fetch a build backend from the index) and installed with no dependency resolved outside the lock.
     wheel = first(r"^RUN .*pip wheel .*--no-deps --no-build-isolation")
     assert first(r"^COPY .*src") < wheel <= first(r"^RUN .*pip install .*--no-deps .*\.whl")
@@ -120,7 +120,7 @@ def test_image_gets_its_release_id_from_a_build_argument(default_bake: Bake) -> 
 
 
 EXCLUDED_FROM_CONTEXT = [".env", ".git/HEAD", ".venv/bin/python", "tests/conftest.py", "build/x.whl"]
-INCLUDED_IN_CONTEXT = ["pyproject.toml", "README.md", "requirements.txt", "requirements-dev.txt"]
+INCLUDED_IN_CONTEXT = ["pyproject.toml", "README.md", "requirements.txt", "requirements-build.txt"]
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context(default_bake: Bake) -> None:

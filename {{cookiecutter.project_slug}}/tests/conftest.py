@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from dotenv import dotenv_values
-from sqlalchemy import Engine, NullPool, create_engine, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, NullPool, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
@@ -345,6 +346,10 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def service_env(database_url: URL, redis_url: str) -> dict[str, str]:
+    return service_environment(database_url, redis_url)
+
+
+def service_environment(database_url: URL, redis_url: str) -> dict[str, str]:
     """A complete environment for the service; no setting is inherited from the shell running the tests."""
     inherited = {name: value for name, value in os.environ.items() if name not in environment_names()}
     return {
@@ -355,3 +360,29 @@ def service_env(database_url: URL, redis_url: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
     }
+
+
+@contextmanager
+def row_locked(engine: Engine, item_id: int) -> Iterator[Connection]:
+    """Hold the item's row lock in an open transaction: its job waits in the worker until it is released.
+
+    A job that takes as long as the test wants, with nothing in the service made slow for the test.
+    """
+    with engine.connect() as holder:
+        holder.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+        yield holder
+        holder.rollback()
+
+
+def lock_waiters(engine: Engine) -> set[int]:
+    """The server processes of this database's sessions that wait for a row lock: jobs in a worker's hands."""
+    query = text(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as connection:
+        return set(connection.execute(query).scalars())
+
+
+def job_waits_for_a_lock(engine: Engine) -> bool:
+    """Whether a session of this database waits for a row lock: the job is in a pool process's hands."""
+    return bool(lock_waiters(engine))

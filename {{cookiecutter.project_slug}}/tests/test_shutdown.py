@@ -11,17 +11,16 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Engine
 
 from {{ cookiecutter.package_name }}.celery_app import create_celery
-from {{ cookiecutter.package_name }}.models import Item, ItemStatus
+from {{ cookiecutter.package_name }}.models import ItemStatus
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.web.resources import Resources
@@ -30,6 +29,8 @@ from conftest import (
     add_items,
     get_item,
     items_by_id,
+    job_waits_for_a_lock,
+    row_locked,
 )
 from processes import (
     ServiceProcess,
@@ -162,28 +163,6 @@ def test_worker_stopped_in_the_middle_of_a_backlog_loses_no_job(
             return stop_timed(first), first
 
     assert_no_job_lost(stop_after_first_job, backlog, stop_env, engine, redis_url, tmp_path)
-
-
-@contextmanager
-def row_locked(engine: Engine, item_id: int) -> Iterator[Connection]:
-    """Hold the item's row lock in an open transaction: its job waits in the worker until it is released.
-
-    A job that takes as long as the test wants, with nothing in the service made slow for the test.
-    """
-    with engine.connect() as holder:
-        holder.execute(select(Item.id).where(Item.id == item_id).with_for_update())
-        yield holder
-        holder.rollback()
-
-
-def job_waits_for_a_lock(engine: Engine) -> bool:
-    """Whether a session of this database waits for a row lock: the job is in a pool process's hands."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    with engine.connect() as connection:
-        return bool(connection.execute(query).scalar_one())
 
 
 def is_warm_shutdown(event: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -25,18 +26,52 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import NullPool, create_engine, inspect
+import redis
+from sqlalchemy import Engine, NullPool, create_engine, inspect
 from sqlalchemy.engine import URL
 
+from {{ cookiecutter.package_name }}.celery_app import create_celery
 from {{ cookiecutter.package_name }}.database import sync_url
+from {{ cookiecutter.package_name }}.models import ItemStatus
 from {{ cookiecutter.package_name }}.schema import head_revisions
-from {{ cookiecutter.package_name }}.settings import environment_names
+from {{ cookiecutter.package_name }}.settings import Settings, environment_names
+from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 
 from conftest import (
     GRACEFUL_TIMEOUT,
+    add_items,
+    items_by_id,
+    lock_waiters,
+    row_locked,
     schema_of,
+    service_environment,
     url_string,
 )
+from factor_guards import (
+    backing_services_named,
+    configuration_read_at_import,
+    deploy_words,
+    names_a_deploy,
+    refused_secret_constants,
+    shown_settings,
+)
+from file_guards import (
+    BUILD_FILE,
+    DOCKERFILE,
+    DOTENV_PATHS,
+    LOCK_FILES,
+    dockerfile_instructions,
+    dockerignore_rules,
+    dotenv_files_used,
+    excluded_from_build_context,
+    lock_pins,
+    pins_outside_their_range,
+    runnable_files,
+    shell_lines,
+    unlocked_installs,
+    variables_set,
+)
+from observation import ANOTHER_LOOPBACK_ADDRESS, Observation, ProbeRecord, observe_formation
 from processes import (
     COMMAND_TIMEOUT,
     STARTUP_TIMEOUT,
@@ -44,6 +79,7 @@ from processes import (
     console_script,
     event_receiver,
     free_port,
+    is_ready,
     json_events,
     modules_loaded_by,
     read_head,
@@ -62,17 +98,14 @@ CONSOLE_SCRIPT = "{{ cookiecutter.project_slug }}"
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
 MIGRATE_LOGGER = "{{ cookiecutter.package_name }}.cli"
 SHUTDOWN_LOGGER = "{{ cookiecutter.package_name }}.web.shutdown"
-# Names a deploy goes by: code that compares anything with one of these behaves differently per deploy.
-DEPLOY_NAMES = frozenset(
-    {"production", "prod", "staging", "stage", "development", "dev", "local", "qa", "uat", "preprod"}
-)
 # Settings that name a deploy instead of configuring one thing.
 DEPLOY_NAME_SETTINGS = frozenset(
     {"ENV", "ENVIRONMENT", "APP_ENV", "DEPLOY_ENV", "STAGE", "DEPLOYMENT", "TIER"}
 )
-PER_DEPLOY_FILE = re.compile(
-    r"(^|/)(\.env(\..+)?|.+\.env|[^/]*[._-](prod|production|staging|stage|uat|qa|preprod)(\.[^/]+)?)$"
-)
+# A dotenv file: one deploy's (or one developer's) settings, whatever it is called.
+PER_DEPLOY_FILE = re.compile(r"(^|/)(\.env(\..+)?|.+\.env)$")
+# Named like a deploy but about none: the example of every setting, and the lock of the dev extra (tools).
+NOT_PER_DEPLOY = frozenset({".env.example", "requirements-dev.txt"})
 # Files that make a folder a second application or a second repository.
 SECOND_CODEBASE_MARKERS = frozenset(
     {"pyproject.toml", "setup.py", "setup.cfg", "package.json", "Procfile", "manage.py", ".gitmodules"}
@@ -133,6 +166,16 @@ def tables_of(database_url: URL) -> set[str]:
         engine.dispose()
 
 
+def status_in_database(database_url: URL, item_id: int) -> str:
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            query = "SELECT status FROM items WHERE id = %(id)s"
+            return str(connection.exec_driver_sql(query, {"id": item_id}).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -167,6 +210,33 @@ def one_event_per_line(output: str) -> list[dict[str, Any]]:
     return json_events(output)
 
 
+@pytest.fixture(scope="module")
+def formation(
+    database_url: URL, redis_keyspace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Observation:
+    """Web, worker and clock run once, together, watched; several factors' tests judge what they did."""
+    with redis.Redis.from_url(redis_keyspace) as queue:
+        queue.flushdb()
+    env = service_environment(database_url, redis_keyspace)
+    return observe_formation(env, tmp_path_factory.mktemp("formation"), GRACEFUL_TIMEOUT)
+
+
+def libraries_of_the_interpreter() -> set[str]:
+    """The shared libraries Python itself runs on (the C library...): any host that runs Python has them."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    return {Path(line.split()[-1]).name for line in maps if ".so" in line.split()[-1]}
+
+
+def program_started(record: ProbeRecord) -> str:
+    """The program a process-starting audit event names."""
+    if record.event == "subprocess.Popen":
+        executable, args = record.args[0], record.args[1]
+        return str(executable or (args[0] if isinstance(args, list) else args))
+    if record.event == "os.spawn":
+        return str(record.args[1])
+    return str(record.args[0]) if record.args else record.event
+
+
 # --- I. Codebase: one codebase in git, many deploys of it ---------------------------------------------------
 
 
@@ -182,28 +252,32 @@ def test_factor_01_codebase_is_one_repository_with_no_second_app_inside() -> Non
 
 
 def test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches() -> None:
-    per_deploy = [path for path in committable_files() if PER_DEPLOY_FILE.search(path)]
-    per_deploy = [path for path in per_deploy if path != ".env.example"]
+    # A deploy's name anywhere in a path: config/production.toml, deploy/staging/values.yaml, settings_dev.py.
+    per_deploy = [
+        path
+        for path in committable_files()
+        if path not in NOT_PER_DEPLOY
+        and (PER_DEPLOY_FILE.search(path) or any(deploy_words(part) for part in Path(path).parts))
+    ]
     assert not per_deploy, broken(
         "I", f"set per-deploy values in each deploy's environment, not in committed files: {per_deploy}"
     )
-    named = sorted(DEPLOY_NAME_SETTINGS & set(environment_names()))
+    named = sorted(name for name in environment_names() if name in DEPLOY_NAME_SETTINGS or deploy_words(name))
     assert not named, broken("I", f"replace {named} with one setting per behaviour it switches")
+    # A deploy's name as a value, whatever uses it: a comparison, startswith(), a match case, a dict key.
     switches = []
     for path, tree in source_trees():
+        skipped = docstring_nodes(tree) | refused_secret_constants(tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Compare):
-                operands = [node.left, *node.comparators]
-                values = [item for operand in operands for item in getattr(operand, "elts", [operand])]
-                words = {
-                    item.value.lower()
-                    for item in values
-                    if isinstance(item, ast.Constant) and isinstance(item.value, str)
-                }
-                if words & DEPLOY_NAMES:
-                    switches.append(f"{path.relative_to(PROJECT)}:{node.lineno}")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in skipped
+                and names_a_deploy(node.value)
+            ):
+                switches.append(f"{path.relative_to(PROJECT)}:{node.lineno}: {node.value!r}")
     assert not switches, broken(
-        "I", f"branch on a setting for the behaviour, not on a deploy's name: {switches}"
+        "I", f"branch on a setting for the behaviour, never on a deploy's name, however spelled: {switches}"
     )
 
 
@@ -211,8 +285,11 @@ def test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switch
 
 
 def test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as_locked() -> None:
-    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
-    runtime, everything = locked("requirements.txt"), locked("requirements-dev.txt")
+    pyproject = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    absent = [lock_file for lock_file in LOCK_FILES if not (PROJECT / lock_file).is_file()]
+    assert not absent, broken("II", f"commit the locks {absent}; run `make lock`")
+    runtime, everything, backend = (locked(lock_file) for lock_file in LOCK_FILES)
     for lock_file, pins, declared in (
         ("requirements.txt", runtime, project["dependencies"]),
         (
@@ -220,12 +297,27 @@ def test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as
             everything,
             project["dependencies"] + project["optional-dependencies"]["dev"],
         ),
+        ("requirements-build.txt", backend, pyproject["build-system"]["requires"]),
     ):
         names = [canonical(match[0]) for spec in declared if (match := NAME.match(spec))]
         missing = [name for name in names if name not in pins]
         assert not missing, broken(
             "II", f"{missing} declared in pyproject.toml but not in {lock_file}; run `make lock`"
         )
+        outside = pins_outside_their_range(declared, lock_pins(PROJECT / lock_file))
+        assert not outside, broken(
+            "II", f"{lock_file} pins versions pyproject.toml excludes: {outside}; run `make lock`"
+        )
+    # The backend that builds the wheel in the image and on Heroku is the one `make install` builds with.
+    developed_with = {(pin.name, pin.version) for pin in lock_pins(PROJECT / "requirements-dev.txt")}
+    unlike = [
+        f"{pin.name}=={pin.version}"
+        for pin in lock_pins(PROJECT / "requirements-build.txt")
+        if (pin.name, pin.version) not in developed_with
+    ]
+    assert not unlike, broken(
+        "II", f"requirements-build.txt pins {unlike}, unlike requirements-dev.txt; run `make lock`"
+    )
     for name, version in everything.items():
         try:
             installed = importlib.metadata.version(name)
@@ -236,6 +328,20 @@ def test_factor_02_dependencies_are_declared_locked_with_hashes_and_installed_as
         )
 
 
+def test_factor_02_dependencies_every_build_installs_the_hashed_locks_and_the_project_only() -> None:
+    build_files = [path for path in committable_files() if BUILD_FILE.search(path)]
+    unlocked = [
+        f"{path}: {command}"
+        for path in build_files
+        for command in unlocked_installs(path, (PROJECT / path).read_text())
+    ]
+    assert not unlocked, broken(
+        "II",
+        "build from the hashed locks only (`--require-hashes -r requirements*.txt`), then the project itself "
+        f"with --no-deps --no-build-isolation, so no build fetches what the locks do not pin: {unlocked}",
+    )
+
+
 def test_factor_02_dependencies_the_service_needs_no_system_tool_on_path(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -244,6 +350,33 @@ def test_factor_02_dependencies_the_service_needs_no_system_tool_on_path(
     result = run_command(["check", "--format", "json"], env, tmp_path)
     assert result.returncode == 0, broken(
         "II", f"depend on Python packages, not on tools the host may lack: {result.stdout}{result.stderr}"
+    )
+
+
+def test_factor_02_dependencies_no_process_type_starts_a_program_or_loads_a_system_library(
+    formation: Observation,
+) -> None:
+    interpreter = os.path.realpath(sys.executable)
+    starts = formation.events("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system")
+    programs = [
+        f"{record.event}: {program_started(record)}"
+        for record in starts
+        if os.path.realpath(program_started(record)) != interpreter
+    ]
+    programs += [record.event for record in formation.events("os.forkpty")]
+    assert not programs, broken(
+        "II", f"depend on Python packages, not on programs the host may lack: {programs}"
+    )
+    own = (os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix))
+    libraries = [
+        name
+        for record in formation.events("ctypes.dlopen")
+        if (name := record.args[0]) is not None
+        and not os.path.realpath(name).startswith(own)
+        and Path(name).name not in libraries_of_the_interpreter()
+    ]
+    assert not libraries, broken(
+        "II", f"depend on Python packages that ship their libraries, not on the host's: {libraries}"
     )
 
 
@@ -300,6 +433,51 @@ def test_factor_03_config_bad_environment_stops_web_before_binding(
         assert name in stderr, broken("III", "name every bad variable in one error")
     assert stdout == b""
     assert not bound, broken("III", "load settings before binding the port")
+
+
+def test_factor_03_config_is_read_when_a_process_starts_never_at_import(tmp_path: Path) -> None:
+    # No setting set and no .env: a module that reads configuration as it is imported fails, or is seen.
+    failed, looked_up = configuration_read_at_import(tmp_path)
+    assert not failed, broken(
+        "III", f"load settings in each command (cli.py's load_or_exit), never at a module's import: {failed}"
+    )
+    assert not looked_up, broken(
+        "III", f"read the environment in load_settings(), as a process starts, not at import: {looked_up}"
+    )
+
+
+def test_factor_03_config_exported_variables_win_over_dotenv_and_no_parent_dotenv_is_read(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    exported = {**service_env, "LOG_LEVEL": "WARNING"}
+    bare, parent = tmp_path / "bare", tmp_path / "parent"
+    child = parent / "child"
+    for folder in (bare, child):
+        folder.mkdir(parents=True)
+    # A .env up the tree, as a checkout inside another project, or a stray one in a home folder, would have.
+    (parent / ".env").write_text("MAX_BODY_BYTES=2048\nLOG_LEVEL=ERROR\n")
+
+    def config(cwd: Path) -> dict[str, str]:
+        result = run_command(["config"], exported, cwd)
+        assert result.returncode == 0, result.stderr
+        return shown_settings(result.stdout)
+
+    alone = config(bare)
+    exported_names = ("DATABASE_URL", "REDIS_URL", "LOG_LEVEL")
+    assert [alone[name] for name in exported_names] == [exported[name] for name in exported_names], broken(
+        "III", "let exported variables win over any .env, wherever it is (read it with override=False)"
+    )
+    assert config(child) == alone, broken(
+        "III", "read .env from the working directory only, never from a parent folder (recurse=False)"
+    )
+    (child / ".env").write_text(
+        "MAX_BODY_BYTES=4096\nLOG_LEVEL=DEBUG\nDATABASE_URL=postgresql://postgres@127.0.0.1:1/from-dotenv\n"
+    )
+    beside = config(child)
+    assert {**beside, "MAX_BODY_BYTES": alone["MAX_BODY_BYTES"]} == alone, broken(
+        "III", "let exported variables win over the working directory's .env too (override=False)"
+    )
+    assert beside["MAX_BODY_BYTES"] == "4096", "the working directory's .env fills in what is unset (README)"
 
 
 # --- IV. Backing services: attached by URL ------------------------------------------------------------------
@@ -382,6 +560,29 @@ def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_
     )
 
 
+def test_factor_04_backing_services_every_connection_goes_where_a_url_setting_points(
+    formation: Observation,
+) -> None:
+    # The formation reached PostgreSQL and Redis through relays on ports of their own: a connection to any
+    # other port found a backing service some other way than through its URL setting.
+    elsewhere = sorted(
+        {
+            f"{host}:{port}"
+            for remotes in formation.connections.values()
+            for host, port in remotes
+            if port not in formation.relay_ports
+        }
+        | {
+            f"{record.args[0][0]}:{record.args[0][1]}"
+            for record in formation.events("socket.connect")
+            if isinstance(record.args[0], list) and record.args[0][1] not in formation.relay_ports
+        }
+    )
+    assert not elsewhere, broken(
+        "IV", f"reach each backing service through its URL setting only; connected to {elsewhere}"
+    )
+
+
 # --- V. Build, release, run: the release step alone changes the schema --------------------------------------
 
 
@@ -419,29 +620,128 @@ def test_factor_05_web_never_migrates_and_reports_the_release_it_runs(
     assert {event["release"] for event in json_events(web.stdout)} == {"build-0042"}
 
 
+def test_factor_05_no_long_running_process_changes_the_schema(
+    service_env: dict[str, str], empty_database_url: URL, tmp_path: Path
+) -> None:
+    env = {**service_env, "DATABASE_URL": url_string(empty_database_url)}
+    with (
+        running("web", env, tmp_path) as web,
+        running("worker", env, tmp_path) as worker,
+        running("clock", env, tmp_path) as clock,
+    ):
+        web.wait_until_serving()
+        worker.wait_for_event(is_ready, STARTUP_TIMEOUT)
+        clock.wait_for_event(lambda event: event["message"] == "beat: Starting...", STARTUP_TIMEOUT)
+        for process in (web, worker, clock):
+            process.stop(timeout=GRACEFUL_TIMEOUT + 10)
+    assert tables_of(empty_database_url) == set(), broken(
+        "V", "change the schema in the release step only, never when a web, worker or clock process starts"
+    )
+
+
+# The one setting a build may stamp: RELEASE_ID names the build itself, so every deploy of it shares it.
+STAMPED_BY_THE_BUILD = frozenset({"RELEASE_ID"})
+
+
+def test_factor_05_build_puts_no_config_in_the_image() -> None:
+    settings = set(environment_names()) - STAMPED_BY_THE_BUILD
+    files = committable_files()
+    for path in [path for path in files if DOCKERFILE.search(path)]:
+        instructions = dockerfile_instructions((PROJECT / path).read_text())
+        baked = [f"{keyword} {name}" for keyword, name in variables_set(instructions) if name in settings]
+        assert not baked, broken(
+            "V", f"set {baked} in each deploy's environment, never in the build or the image ({path})"
+        )
+        commands = [f"{keyword} {arguments}" for keyword, arguments in instructions if keyword != "ENV"]
+        copied = dotenv_files_used(commands)
+        assert not copied, broken(
+            "V", f"put no .env in the image; a deploy's environment holds its settings: {copied}"
+        )
+    for path in [path for path in files if path.startswith("bin/")]:
+        written = dotenv_files_used(shell_lines(path, (PROJECT / path).read_text()))
+        assert not written, broken(
+            "V", f"put no .env in the slug; a deploy's environment holds its settings: {written}"
+        )
+    ignore = PROJECT / ".dockerignore"
+    rules = dockerignore_rules(ignore.read_text()) if ignore.is_file() else []
+    sent = [path for path in DOTENV_PATHS if not excluded_from_build_context(rules, path)]
+    assert not sent, broken(
+        "V", f"keep dotenv files out of the build context: add **/.env and **/.env.* to .dockerignore: {sent}"
+    )
+
+
 # --- VI. Processes: stateless, sharing nothing but backing services -----------------------------------------
 
 
 def test_factor_06_processes_two_web_processes_see_the_same_items(
-    service_env: dict[str, str], tmp_path: Path
+    service_env: dict[str, str], database_url: URL, tmp_path: Path
 ) -> None:
     with (
         running("web", service_env, tmp_path, "web-a") as first,
         running("web", service_env, tmp_path, "web-b") as second,
+        httpx2.Client(timeout=5) as http,
     ):
         first.wait_until_serving()
         second.wait_until_serving()
-        with httpx2.Client(timeout=5) as http:
-            before = http.get(f"{second.base_url}/items?limit=100").json()["items"]
-            created = http.post(f"{first.base_url}/items", json={"name": "shared"}).json()
-            listed = http.get(f"{second.base_url}/items?limit=100").json()["items"]
-            fetched = http.get(f"{second.base_url}/items/{created['id']}")
+        before = http.get(f"{second.base_url}/items?limit=100").json()["items"]
+        created = http.post(f"{first.base_url}/items", json={"name": "shared"}).json()
+        listed = http.get(f"{second.base_url}/items?limit=100").json()["items"]
+        fetched = http.get(f"{second.base_url}/items/{created['id']}")
+        # No worker yet: the item is pending. Once a third process has done its job, both webs must say so.
+        with running_worker(service_env, tmp_path):
+            wait_until(
+                lambda: status_in_database(database_url, created["id"]) == "done",
+                STARTUP_TIMEOUT,
+                "the worker's job done",
+            )
+        fetched_again = http.get(f"{second.base_url}/items/{created['id']}")
     assert created["id"] not in [item["id"] for item in before]
     assert created["id"] in [item["id"] for item in listed], broken(
         "VI", "keep no state in a process's memory; read it from the database every time"
     )
     assert fetched.status_code == 200, broken("VI", "keep state in the database, where every process sees it")
+    assert (fetched.json()["status"], fetched_again.json()["status"]) == ("pending", "done"), broken(
+        "VI", "keep no state in a process's memory (no cache of rows); read it from the database every time"
+    )
     assert list((tmp_path / "workdir").iterdir()) == [], broken("VI", "write nothing to the local disk")
+
+
+def written_paths(formation: Observation) -> list[str]:
+    """Every file or folder a process of the formation wrote and left behind, or wrote in its working
+    directory. Scratch files in the temporary directory that were gone by the end are a process's own
+    business (Python's multiprocessing makes some)."""
+    events = formation.events("open", "os.mkdir", "os.rename", "os.symlink", "os.link", "os.truncate")
+    written = {formation.workdir / str(record.args[0]) for record in events}
+    scratch = Path(tempfile.gettempdir()).resolve()
+    paths = {
+        str(path)
+        for path in written
+        if not path.is_relative_to("/dev")
+        and (path.is_relative_to(formation.workdir) or not path.is_relative_to(scratch) or path.exists())
+    }
+    return sorted(paths | {str(formation.workdir / path) for path in formation.left_in_workdir})
+
+
+def factor_of_a_written_file(path: str, log_files: set[str]) -> str:
+    """Which factor a written file breaks, by what it most likely is (each of the three forbids it)."""
+    name = Path(path).name.lower()
+    if "pid" in name:
+        return broken("VIII", f"write no PID file; the platform tracks processes ({path})")
+    if path in log_files or ".log" in name:
+        return broken("XI", f"write logs to stdout only, through logs.py, never to a file ({path})")
+    return broken("VI", f"keep state in a backing service, never on the local disk ({path})")
+
+
+def test_factor_06_processes_no_process_type_writes_a_file(formation: Observation) -> None:
+    # Web, worker and clock ran in an empty working directory that is read-only (as Kubernetes'
+    # readOnlyRootFilesystem makes it); the probe also sees writes anywhere else, and as root.
+    log_files = {
+        str(record.args[2]).removeprefix("file ")
+        for record in formation.events("logging.handler")
+        if str(record.args[2]).startswith("file ")
+    }
+    written = written_paths(formation)
+    assert not written, "\n".join(factor_of_a_written_file(path, log_files) for path in written)
 
 
 # --- VII. Port binding: the process serves HTTP itself, on $PORT --------------------------------------------
@@ -464,6 +764,23 @@ def test_factor_07_port_binding_web_serves_http_itself_on_port(
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert "server" not in response.headers
+
+
+def test_factor_07_port_binding_web_is_reachable_on_every_interface(formation: Observation) -> None:
+    # A router reaches a container or dyno from outside: 127.0.0.1 alone is not enough.
+    assert formation.answered_elsewhere == '{"status":"ok"}', broken(
+        "VII",
+        f"serve on every interface, not the loopback address alone: {ANOTHER_LOOPBACK_ADDRESS} got "
+        f"{formation.answered_elsewhere!r}",
+    )
+    bound = [
+        record.args[0][0]
+        for record in formation.events("socket.bind")
+        if isinstance(record.args[0], list) and record.args[0][1] == formation.web_port
+    ]
+    every_interface = {"0.0.0.0", "::", ""}  # noqa: S104
+    assert bound, broken("VII", f"bind $PORT ({formation.web_port}) in the web process itself")
+    assert set(bound) <= every_interface, broken("VII", f"bind $PORT on every interface, not {bound}")
 
 
 # --- VIII. Concurrency: scale out by running more processes -------------------------------------------------
@@ -494,17 +811,12 @@ def test_factor_08_concurrency_web_runs_web_concurrency_processes_in_the_foregro
     assert written == [], broken("VIII", f"write no PID file; the platform tracks processes: {written}")
 
 
-def test_factor_08_concurrency_worker_runs_in_the_foreground_without_a_pid_file(
-    service_env: dict[str, str], tmp_path: Path
-) -> None:
-    with running_worker(service_env, tmp_path) as worker:
-        assert worker.process.poll() is None, broken("VIII", "run the worker in the foreground; never detach")
-        written = list((tmp_path / "workdir").iterdir())
-        exit_code = worker.stop(timeout=GRACEFUL_TIMEOUT + 10)
-    assert written == [], broken(
-        "VIII", f"write no PID or state file; the platform tracks processes: {written}"
+def test_factor_08_concurrency_no_process_type_daemonises(formation: Observation) -> None:
+    exited = formation.exited_before_stop
+    assert not exited, broken("VIII", f"run every process in the foreground until stopped: {exited} exited")
+    assert not formation.outside_the_tree, broken(
+        "VIII", f"never detach from the process the platform started: {formation.outside_the_tree}"
     )
-    assert exit_code == 0
 
 
 # --- IX. Disposability: fast start, graceful stop -----------------------------------------------------------
@@ -597,6 +909,130 @@ def test_factor_09_disposability_sigterm_lets_an_in_flight_request_finish(
     assert order[1:] == ["POST /items 201", "Application shutdown complete."]
 
 
+# The service's job queue in Redis, and where kombu keeps the jobs it delivered and has not had acknowledged.
+JOB_QUEUE = "{{ cookiecutter.package_name }}"
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+# Seconds for a job to come back, or be done, on a busy machine; typically well under one (billiard notices
+# a lost pool process within 5 s).
+JOB_BOUND = 30.0
+# JOB_TIME_LIMIT of the worker that takes over from a dead one: Redis hands it the dead worker's job twice
+# this long after its delivery (the visibility timeout). Short, yet far longer than the job's milliseconds.
+SHORT_JOB_TIME_LIMIT = 3
+# GRACEFUL_TIMEOUT of a worker stopped with a job in hand that cannot finish, and the seconds it may take to
+# exit beyond it (closing the pool and the broker connection take 2-3 s; wide, for a busy machine).
+SHORT_GRACE = 1
+STOP_MARGIN = 15
+# Jobs queued behind the one in hand when a worker is stopped.
+BACKLOG = 3
+
+
+def queued_and_unacknowledged(redis_url: str) -> tuple[int, int]:
+    with redis.Redis.from_url(redis_url) as broker:
+        return broker.llen(JOB_QUEUE), broker.hlen(UNACKED)
+
+
+def deliveries_unacknowledged(redis_url: str) -> list[float]:
+    """When each job delivered but not acknowledged was delivered, in epoch seconds (kombu's index)."""
+    with redis.Redis.from_url(redis_url) as broker:
+        return [score for _, score in broker.zrange(UNACKED_INDEX, 0, -1, withscores=True)]
+
+
+def every_item_done(engine: Engine, item_ids: list[int]) -> bool:
+    items = items_by_id(engine)
+    return all(items[item_id].status is ItemStatus.DONE for item_id in item_ids)
+
+
+def publish_jobs(settings: Settings, item_ids: list[int]) -> None:
+    """Queue the items' jobs in this order, as the web process does; the queue is first in, first out."""
+    producer = create_celery(settings)
+    try:
+        for item_id in item_ids:
+            producer.send_task(PROCESS_ITEM, args=[item_id])
+    finally:
+        producer.close()
+
+
+def test_factor_09_disposability_job_in_hand_of_a_killed_worker_is_done_later(
+    settings: Settings, engine: Engine, service_env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    # One pool process: the job in hand is the worker's only one, run by its only child process.
+    env = {**service_env, "WORKER_CONCURRENCY": "1"}
+    (item_id,) = add_items(engine, 1)
+    publish_jobs(settings, [item_id])
+    with row_locked(engine, item_id), running_worker(env, tmp_path, "worker-1") as first:
+        # The job waits for the row the test holds: in hand for as long as the test wants, without a sleep.
+        in_hand = wait_until(lambda: lock_waiters(engine) or None, JOB_BOUND, "the job in hand")
+        pool = children_of(first.process.pid)
+        assert pool, "the worker runs its jobs in pool processes"
+        # As the out-of-memory killer would: the pool process, mid-job.
+        for pool_process in pool:
+            os.kill(pool_process, signal.SIGKILL)
+        # The dead process's database session may go on waiting: the job is back in hand once another waits.
+        wait_until(
+            lambda: lock_waiters(engine) - in_hand or None,
+            JOB_BOUND,
+            broken(
+                "IX",
+                "requeue the job of a pool process that dies mid-job "
+                "(task_acks_late=True, task_reject_on_worker_lost=True)",
+            ),
+        )
+        # As a lost host would: the whole worker, mid-job.
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=COMMAND_TIMEOUT)
+    delivered = deliveries_unacknowledged(redis_url)
+    assert len(delivered) == 1, broken("IX", "acknowledge a job only once it ran (task_acks_late=True)")
+    # Redis hands a job out again once its delivery is older than the visibility timeout, not before.
+    visibility = 2 * SHORT_JOB_TIME_LIMIT
+    visible = delivered[0] + visibility
+    wait_until(lambda: time.time() > visible, visibility + JOB_BOUND, "the visibility timeout")
+    with running_worker({**env, "JOB_TIME_LIMIT": str(SHORT_JOB_TIME_LIMIT)}, tmp_path, "worker-2"):
+        wait_until(
+            lambda: every_item_done(engine, [item_id]) and queued_and_unacknowledged(redis_url) == (0, 0),
+            JOB_BOUND,
+            broken(
+                "IX",
+                "let Redis hand a dead worker's job to the next worker 2 x JOB_TIME_LIMIT after its delivery "
+                "(visibility_timeout in celery_app.py)",
+            ),
+        )
+
+
+def test_factor_09_disposability_stopped_worker_leaves_no_job_behind(
+    settings: Settings, engine: Engine, service_env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    env = {**service_env, "WORKER_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": str(SHORT_GRACE)}
+    item_ids = add_items(engine, 1 + BACKLOG)
+    # The first job is taken first and held past GRACEFUL_TIMEOUT by the row lock; the backlog waits behind.
+    publish_jobs(settings, item_ids)
+    with row_locked(engine, item_ids[0]), running_worker(env, tmp_path, "worker-1") as first:
+        wait_until(lambda: lock_waiters(engine) or None, JOB_BOUND, "the job in hand")
+        queued, _ = queued_and_unacknowledged(redis_url)
+        assert queued == BACKLOG, broken(
+            "IX",
+            "reserve one job per pool process (worker_prefetch_multiplier=1): a job a worker holds "
+            "unstarted waits for it to stop, or after a crash for the visibility timeout",
+        )
+        # As platforms send it: to every process of the worker, pool processes included.
+        os.killpg(first.process.pid, signal.SIGTERM)
+        try:
+            exit_code = first.process.wait(timeout=SHORT_GRACE + STOP_MARGIN)
+        except subprocess.TimeoutExpired:
+            stuck = "on SIGTERM, requeue the jobs still running at GRACEFUL_TIMEOUT and exit"
+            raise AssertionError(broken("IX", stuck)) from None
+    assert exit_code == 0, broken("IX", f"exit with status 0 when a platform stops it, not {exit_code}")
+    with running_worker(env, tmp_path, "worker-2"):
+        wait_until(
+            lambda: every_item_done(engine, item_ids) and queued_and_unacknowledged(redis_url) == (0, 0),
+            JOB_BOUND,
+            broken(
+                "IX",
+                "hand a stopped worker's unfinished job back to the queue: acknowledge a job only once it "
+                "ran (task_acks_late=True), and let the stop's exception out of every job",
+            ),
+        )
+
+
 # --- X. Dev/prod parity: the same kinds of backing services everywhere --------------------------------------
 
 
@@ -609,17 +1045,54 @@ def test_factor_10_parity_tests_and_ci_use_the_backing_services_production_uses(
     assert redis_url.startswith(("redis://", "rediss://")), broken(
         "X", "run the tests on Redis, not another broker"
     )
+    # The servers themselves, by kind only: a developer's or CI's machine may run another major version than
+    # the files name (the template's own CI machine does); the files agree among themselves (test below).
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            database_server = str(connection.exec_driver_sql("SELECT version()").scalar_one())
+    finally:
+        engine.dispose()
+    assert database_server.startswith("PostgreSQL "), broken(
+        "X", f"run the tests on a PostgreSQL server, as production, not {database_server}"
+    )
+    with redis.Redis.from_url(redis_url) as broker:
+        info = broker.info("server")
+    # Valkey names itself in server_name, Dragonfly in dragonfly_version; both report a redis_version too.
+    broker_server = str(info.get("server_name", "dragonfly" if "dragonfly_version" in info else "redis"))
+    assert "redis_version" in info, broken("X", f"run the tests on a Redis server, as production: {info}")
+    assert broker_server.lower() == "redis", broken(
+        "X", f"run the tests on a Redis server, as production, not {broker_server}"
+    )
     workflow = (PROJECT / ".github" / "workflows" / "ci.yml").read_text()
-    compose = (PROJECT / "compose.yaml").read_text()
-    for name, text in (("the CI workflow", workflow), ("compose.yaml", compose)):
-        for image in ("postgres", "redis"):
-            assert re.search(rf"(?m)^\s+image: {image}:", text), broken(
-                "X", f"run {image} in {name}, as production"
-            )
     for variable, scheme in (("DATABASE_URL", "postgresql://"), ("REDIS_URL", "redis://")):
         assert re.search(rf"(?m)^\s+{variable}: {scheme}", workflow), broken(
             "X", f"point the CI workflow's {variable} at its {scheme.rstrip(':/')} service container"
         )
+
+
+# The backing services production runs (app.json's add-ons), so compose and CI run too.
+PRODUCTION_SERVERS = frozenset({"PostgreSQL", "Redis"})
+SERVER_DEFINITIONS = ("compose.yaml", ".github/workflows/ci.yml", "app.json")
+
+
+def test_factor_10_parity_every_file_names_the_same_backing_services_and_major_versions() -> None:
+    runs, versions = backing_services_named(PROJECT, committable_files())
+    for path in SERVER_DEFINITIONS:
+        assert frozenset(runs.get(path, ())) == PRODUCTION_SERVERS, broken(
+            "X", f"run PostgreSQL and Redis in {path}, as everywhere else, not {sorted(runs.get(path, ()))}"
+        )
+    others = {path: sorted(kinds - PRODUCTION_SERVERS) for path, kinds in runs.items()}
+    others = {path: kinds for path, kinds in others.items() if kinds}
+    assert not others, broken("X", f"run PostgreSQL and Redis only, the servers production uses: {others}")
+    majors: dict[str, dict[str, list[str]]] = {}
+    for named, paths in versions.items():
+        kind, major = named.rsplit(" ", 1)
+        majors.setdefault(kind, {})[major] = sorted(paths)
+    split = {kind: found for kind, found in majors.items() if len(found) > 1}
+    assert not split, broken(
+        "X", f"name one major version of each backing service in every file (compose, CI, app.json): {split}"
+    )
 
 
 # --- XI. Logs: one event stream on stdout -------------------------------------------------------------------
@@ -666,22 +1139,49 @@ def test_factor_11_logs_an_unhandled_error_is_one_event_with_its_request_id(
     assert web.stderr == "", broken("XI", f"log to stdout only, through logs.py: {web.stderr}")
 
 
+def test_factor_11_logs_every_process_type_logs_to_stdout_only(formation: Observation) -> None:
+    elsewhere = [
+        f"{record.args[0] or 'root'}: {record.args[1]} to {record.args[2]}"
+        for record in formation.events("logging.handler")
+        if record.args[2] != "fd 1" and record.args[1] != "logging.NullHandler"
+    ]
+    elsewhere += [f"syslog: {record.args}" for record in formation.events("syslog.openlog")]
+    assert not elsewhere, broken("XI", f"send every record to the one stdout handler of logs.py: {elsewhere}")
+    for name, stderr in formation.stderr.items():
+        assert stderr == "", broken("XI", f"log to stdout only, through logs.py; {name} wrote: {stderr}")
+    for stdout in formation.stdout.values():
+        one_event_per_line(stdout)
+
+
 # --- XII. Admin processes: one-off commands of the same code and config -------------------------------------
+
+
+# The runnable files a platform requires by name, and who runs them.
+RUN_BY_PLATFORMS = {"bin/post_compile": "Heroku's Python buildpack runs it after installing the lock"}
 
 
 def test_factor_12_admin_tasks_are_subcommands_of_the_one_console_script(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    scripts = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert list(scripts) == [CONSOLE_SCRIPT], broken(
-        "XII", f"add commands to cli.py, not scripts: {list(scripts)}"
-    )
-    loose = [
-        path
-        for path in committable_files()
-        if path.endswith(".py") and not path.startswith(("src/", "tests/"))
-    ]
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    scripts = [*project["scripts"], *project.get("gui-scripts", {})]
+    assert scripts == [CONSOLE_SCRIPT], broken("XII", f"add commands to cli.py, not scripts: {scripts}")
+    # git's record of the executable bit counts too, whatever the checkout's file system keeps.
+    executable_in_git = {
+        entry.split("\t", 1)[1]
+        for entry in git("ls-files", "--stage").splitlines()
+        if entry.startswith("100755 ")
+    }
+    candidates = [path for path in committable_files() if path not in RUN_BY_PLATFORMS]
+    loose = runnable_files(PROJECT, candidates, executable_in_git)
     assert not loose, broken("XII", f"make each admin script a command in cli.py, sharing settings: {loose}")
+    processes = [
+        line.split(":", 1) for line in (PROJECT / "Procfile").read_text().splitlines() if ":" in line
+    ]
+    other_doors = [name for name, command in processes if command.split()[:1] != [CONSOLE_SCRIPT]]
+    assert not other_doors, broken(
+        "XII", f"start every process type with `{CONSOLE_SCRIPT} <command>`: {other_doors}"
+    )
     usage = run_command(["--help"], service_env, tmp_path).stdout
     for command in ("web", "worker", "clock", "release", "migrate", "check", "config", "shell"):
         assert f"  {command} " in usage, broken("XII", f"keep `{command}` a subcommand of {CONSOLE_SCRIPT}")
