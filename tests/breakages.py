@@ -61,9 +61,9 @@ class Breakage:
 SETTINGS = "src/PKG/settings.py"
 CLI = "src/PKG/cli.py"
 ITEMS = "src/PKG/web/items.py"
-TASKS = "src/PKG/tasks.py"
-WORKER = "src/PKG/worker.py"
-CELERY_APP = "src/PKG/celery_app.py"
+TASKS = "src/PKG/jobs/tasks.py"
+WORKER = "src/PKG/jobs/worker.py"
+CELERY_APP = "src/PKG/jobs/celery_app.py"
 APP = "src/PKG/web/app.py"
 
 # The first catalogue: the breakages the guards were first written against.

@@ -14,8 +14,8 @@ from typing import Any
 import httpx2
 from sqlalchemy.engine import URL
 
-from {{ cookiecutter.package_name }}.celery_app import create_celery
-from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
+from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
+from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 
 from conftest import SECRET_KEY, UNREACHABLE_DATABASE_URL, settings_for, url_string
 from processes import run_command, running_web, running_worker, wait_until

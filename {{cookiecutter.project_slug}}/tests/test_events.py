@@ -1,4 +1,4 @@
-"""Outgoing events (events.py): signed, retried with backoff, then left for an operator. Real PostgreSQL.
+"""Outgoing events (events/outgoing.py): signed, retried with backoff, then left for an operator.
 
 Deliveries go to a small HTTP server on 127.0.0.1 that answers what each test scripts. The incoming side
 is in test_incoming_events.py; the template's slow tier runs two whole services against each other
@@ -19,9 +19,10 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from {{ cookiecutter.package_name }} import (
-    events,
-    signing,
+from {{ cookiecutter.package_name }}.events import outgoing as events
+from {{ cookiecutter.package_name }}.events import signing
+from {{ cookiecutter.package_name }}.jobs.tasks import (
+    process_item,
 )
 from {{ cookiecutter.package_name }}.models import (
     DeliveryStatus,
@@ -30,9 +31,6 @@ from {{ cookiecutter.package_name }}.models import (
 )
 from {{ cookiecutter.package_name }}.settings import (
     Settings,
-)
-from {{ cookiecutter.package_name }}.tasks import (
-    process_item,
 )
 
 from conftest import add_items

@@ -1,4 +1,4 @@
-"""Incoming events (web/incoming.py): POST /events verifies, records each id once, and leaves the work.
+"""Incoming events (events/incoming.py): POST /events verifies, records each id once, and leaves the work.
 
 Through the app in process, on the real PostgreSQL and Redis; the worker's side (tasks.handle_event) on a
 real session.
@@ -17,18 +17,16 @@ import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from {{ cookiecutter.package_name }} import (
-    signing,
+from {{ cookiecutter.package_name }}.events import signing
+from {{ cookiecutter.package_name }}.jobs.tasks import (
+    HANDLE_EVENT,
+    handle_event,
 )
 from {{ cookiecutter.package_name }}.models import (
     ReceivedEvent,
 )
 from {{ cookiecutter.package_name }}.settings import (
     Settings,
-)
-from {{ cookiecutter.package_name }}.tasks import (
-    HANDLE_EVENT,
-    handle_event,
 )
 from {{ cookiecutter.package_name }}.web.app import (
     create_app,
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
 
 SECRET = "events-secret-" + "s" * 32
 PREVIOUS_SECRET = "events-previous-" + "p" * 32
-# The queue is named after the package (see worker.py).
+# The queue is named after the package (see jobs/worker.py).
 QUEUE = "{{ cookiecutter.package_name }}"
 
 

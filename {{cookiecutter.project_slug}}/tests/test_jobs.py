@@ -1,6 +1,6 @@
 """Jobs: idempotent work on the real database, published after the commit, and never a 500 for the broker.
 
-The functions in tasks.py are tested here on their own, with a session on the real PostgreSQL database;
+The functions in jobs/tasks.py are tested here on their own, with a session on the real PostgreSQL database;
 test_worker.py runs them in a real worker process.
 """
 
@@ -23,22 +23,22 @@ from celery import signals
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from {{ cookiecutter.package_name }}.celery_app import (
+from {{ cookiecutter.package_name }}.jobs.celery_app import (
     REQUEST_ID_HEADER,
     broker_tls,
     create_celery,
+)
+from {{ cookiecutter.package_name }}.jobs.outbox import pending_jobs
+from {{ cookiecutter.package_name }}.jobs.reconnect import PromptlyReconnecting
+from {{ cookiecutter.package_name }}.jobs.tasks import (
+    PROCESS_ITEM,
+    process_item,
 )
 from {{ cookiecutter.package_name }}.models import (
     Item,
     ItemStatus,
 )
-from {{ cookiecutter.package_name }}.outbox import pending_jobs
-from {{ cookiecutter.package_name }}.reconnect import PromptlyReconnecting
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.tasks import (
-    PROCESS_ITEM,
-    process_item,
-)
 from {{ cookiecutter.package_name }}.web.app import create_app
 
 from conftest import (
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 # The queue is named after the package, so services sharing one Redis never take each other's jobs.
 QUEUE = "{{ cookiecutter.package_name }}"
-JOBS_LOGGER = "{{ cookiecutter.package_name }}.web.jobs"
+JOBS_LOGGER = "{{ cookiecutter.package_name }}.jobs.publish"
 OBSERVER = "test-observe-publish"
 # Seconds a second transaction is given to show it is waiting for the first one's row locks.
 BLOCKED_FOR = 0.5
@@ -245,7 +245,7 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
         assert list(conf.accept_content) == ["json"]
         assert conf.task_ignore_result is True
         assert conf.worker_hijack_root_logger is False
-        # No soft shutdown: it would sleep all of GRACEFUL_TIMEOUT with any job in hand (worker.py stops
+        # No soft shutdown: it would sleep all of GRACEFUL_TIMEOUT with any job in hand (jobs/worker.py stops
         # the worker once its jobs are done instead, and cancels them at GRACEFUL_TIMEOUT).
         assert conf.worker_soft_shutdown_timeout == 0
         assert conf.task_default_queue == QUEUE

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
+from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 
 from processes import free_port, running_web, running_worker, wait_until
 

@@ -20,13 +20,12 @@ from celery import Celery
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from {{ cookiecutter.package_name }}.celery_app import (
+from {{ cookiecutter.package_name }}.jobs.celery_app import (
     REQUEST_ID_HEADER,
     create_celery,
     propagate_request_ids,
 )
-from {{ cookiecutter.package_name }}.models import OutboxJob
-from {{ cookiecutter.package_name }}.outbox import (
+from {{ cookiecutter.package_name }}.jobs.outbox import (
     FAST_PATH_GRACE,
     MAX_RETRY_DELAY,
     RELAY_BATCH,
@@ -36,9 +35,10 @@ from {{ cookiecutter.package_name }}.outbox import (
     relay_due_jobs,
     retry_delay,
 )
-from {{ cookiecutter.package_name }}.relay import OutboxRelay
+from {{ cookiecutter.package_name }}.jobs.relay import OutboxRelay
+from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
+from {{ cookiecutter.package_name }}.models import OutboxJob
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 
 from conftest import UNREACHABLE_REDIS_URL
 

@@ -19,10 +19,10 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from {{ cookiecutter.package_name }}.celery_app import create_celery
+from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
+from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.models import ItemStatus
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.web.resources import Resources
 
 from conftest import (
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
 SHUTDOWN_LOGGER = "{{ cookiecutter.package_name }}.web.shutdown"
-WORKER_LOGGER = "{{ cookiecutter.package_name }}.worker"
+WORKER_LOGGER = "{{ cookiecutter.package_name }}.jobs.worker"
 # The service's queue, and the hash where kombu's Redis transport keeps delivered, unacknowledged jobs.
 QUEUE = "{{ cookiecutter.package_name }}"
 UNACKED = "unacked"

@@ -26,8 +26,8 @@ from starlette.testclient import TestClient
 from {{ cookiecutter.package_name }}.settings import load_settings
 from {{ cookiecutter.package_name }}.web.app import app_from_environment
 from {{ cookiecutter.package_name }}.database import create_sync_database_engine
-from {{ cookiecutter.package_name }}.celery_app import create_celery
-from {{ cookiecutter.package_name }}.worker import register_jobs, start_worker_telemetry
+from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
+from {{ cookiecutter.package_name }}.jobs.worker import register_jobs, start_worker_telemetry
 with TestClient(app_from_environment(), base_url="http://localhost") as client:
     assert client.post("/items", json={"name": "untraced"}).status_code == 201
 settings = load_settings()

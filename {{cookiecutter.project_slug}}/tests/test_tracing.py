@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.settings import SERVICE_NAME
-from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 
 from processes import running_web, running_worker
 from receivers import OtlpReceiver, ReceivedSpan, serving

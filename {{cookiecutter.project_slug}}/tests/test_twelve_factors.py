@@ -30,12 +30,12 @@ import redis
 from sqlalchemy import Engine, NullPool, create_engine, inspect
 from sqlalchemy.engine import URL
 
-from {{ cookiecutter.package_name }}.celery_app import create_celery
 from {{ cookiecutter.package_name }}.database import sync_url
+from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
+from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.models import ItemStatus
 from {{ cookiecutter.package_name }}.schema import head_revisions
 from {{ cookiecutter.package_name }}.settings import Settings, environment_names
-from {{ cookiecutter.package_name }}.tasks import PROCESS_ITEM
 
 from conftest import (
     GRACEFUL_TIMEOUT,
@@ -854,7 +854,9 @@ def test_factor_09_disposability_web_process_loads_neither_migrations_nor_the_wo
 
     # Each was a sixth to a quarter of the web process's start-up, and serving needs neither.
     assert "alembic" not in loaded, broken("IX", "leave Alembic to the release step")
-    assert "celery.apps.worker" not in loaded, broken("IX", "publish through celery_app.py, not worker.py")
+    assert "celery.apps.worker" not in loaded, broken(
+        "IX", "publish through jobs/celery_app.py, not jobs/worker.py"
+    )
 
 
 def test_factor_09_disposability_sigterm_lets_an_in_flight_request_finish(
@@ -993,7 +995,7 @@ def test_factor_09_disposability_job_in_hand_of_a_killed_worker_is_done_later(
             broken(
                 "IX",
                 "let Redis hand a dead worker's job to the next worker 2 x JOB_TIME_LIMIT after its delivery "
-                "(visibility_timeout in celery_app.py)",
+                "(visibility_timeout in jobs/celery_app.py)",
             ),
         )
 

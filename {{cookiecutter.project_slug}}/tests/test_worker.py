@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from {{ cookiecutter.package_name }}.celery_app import create_celery
-from {{ cookiecutter.package_name }}.models import ItemStatus
-from {{ cookiecutter.package_name }}.outbox import (
+from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
+from {{ cookiecutter.package_name }}.jobs.outbox import (
     pending_jobs,
     publish_failed,
     record_job,
 )
-from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.tasks import (
+from {{ cookiecutter.package_name }}.jobs.tasks import (
     PROCESS_ITEM,
 )
+from {{ cookiecutter.package_name }}.models import ItemStatus
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from conftest import (
     add_items,
@@ -47,7 +47,7 @@ from processes import (
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
 
-WORKER_LOGGER = "{{ cookiecutter.package_name }}.worker"
+WORKER_LOGGER = "{{ cookiecutter.package_name }}.jobs.worker"
 TRACE_LOGGER = "celery.app.trace"
 NOTICE_LOGGER = "celery.apps.worker"
 # Seconds from enqueue to done that these tests tolerate; the worker usually takes a few milliseconds.

@@ -252,7 +252,7 @@ def _schema_findings(current: frozenset[str]) -> tuple[list[Finding], str]:
 
 def check_broker_answers(settings: Settings) -> list[Finding]:
     """Factor IV: the job broker answers within the timeout."""
-    from .celery_app import create_celery
+    from .jobs.celery_app import create_celery
 
     variable = "BROKER_URL" if settings.broker_url else "REDIS_URL"
     try:

@@ -39,7 +39,7 @@ def load_or_exit() -> Settings:
         sys.exit(os.EX_CONFIG)
     configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
     if settings.sentry_dsn:
-        from .error_reports import start_error_reports
+        from .telemetry.error_reports import start_error_reports
 
         start_error_reports(settings)
     return settings
@@ -73,7 +73,7 @@ def web() -> None:
     import uvicorn
 
     if settings.metrics:
-        from .metrics import serve_metrics
+        from .telemetry.metrics import serve_metrics
 
         # Here, in the process that starts uvicorn's workers, so it outlives each of them.
         serve_metrics(settings)
@@ -105,14 +105,13 @@ def worker() -> None:
     """Run jobs from the queue (the Procfile's `worker` process); SIGTERM requeues what cannot finish."""
     stop_cleanly_while_starting()
     # Platforms send SIGTERM to every process in the container, pool children included. Remapped, the
-    # children ignore it and finish the job in hand, and Celery cancels a job with SIGQUIT (see worker.py).
-    # billiard reads
-    # its variable when it is first imported, which is why the worker module is imported only below.
+    # children ignore it and finish the job in hand, and Celery cancels a job with SIGQUIT (jobs/worker.py).
+    # billiard reads the remapping when it is first imported: the worker module is imported only below.
     from .settings import remap_sigterm_for_job_pool
 
     remap_sigterm_for_job_pool()
     settings = load_or_exit()
-    from .worker import run_worker
+    from .jobs.worker import run_worker
 
     sys.exit(run_worker(settings))
 
@@ -122,7 +121,7 @@ def clock() -> None:
     """Enqueue periodic jobs (the Procfile's `clock` process). Run exactly one."""
     stop_cleanly_while_starting()
     settings = load_or_exit()
-    from .worker import run_clock
+    from .jobs.worker import run_clock
 
     run_clock(settings)
 
@@ -226,8 +225,8 @@ def list_events(status: str | None) -> None:
     settings = load_or_exit()
     from sqlalchemy.orm import Session
 
-    from . import events as outgoing
     from .database import create_sync_database_engine
+    from .events import outgoing
     from .models import DeliveryStatus
 
     engine = create_sync_database_engine(settings)
@@ -249,8 +248,8 @@ def redrive(event_ids: tuple[str, ...], all_failed: bool) -> None:
     settings = load_or_exit()
     from sqlalchemy.orm import Session
 
-    from . import events as outgoing
     from .database import create_sync_database_engine
+    from .events import outgoing
 
     engine = create_sync_database_engine(settings)
     with Session(engine) as session, session.begin():

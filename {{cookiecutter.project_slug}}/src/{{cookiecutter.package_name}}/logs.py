@@ -109,7 +109,7 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter(release))
     if trace_ids:
-        from .tracing import TraceIdFilter
+        from .telemetry.tracing import TraceIdFilter
 
         handler.addFilter(TraceIdFilter())
 

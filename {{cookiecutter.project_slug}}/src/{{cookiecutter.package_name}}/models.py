@@ -59,7 +59,7 @@ class Item(Base):
 class OutboxJob(Base):
     """A job recorded in the same transaction as the change it is for, kept until the broker has it.
 
-    See outbox.py: the web publishes it right after the commit and deletes the row; the clock's relay
+    See jobs/outbox.py: the web publishes it right after the commit and deletes the row; the clock's relay
     publishes whatever is left (a publish that failed, a process that died first), retrying with backoff.
     """
 
@@ -88,7 +88,7 @@ class DeliveryStatus(enum.StrEnum):
 
 
 class EventDelivery(Base):
-    """An event this service sends to the app at EVENTS_URL, and how its delivery went (see events.py).
+    """An event this service sends to the app at EVENTS_URL, and how its delivery went (events/outgoing.py).
 
     Recorded in the transaction of the change it announces, together with the outbox job that delivers it.
     """
@@ -123,7 +123,7 @@ class EventDelivery(Base):
 
 
 class ReceivedEvent(Base):
-    """An event another app sent to POST /events, recorded once by its id (see web/incoming.py)."""
+    """An event another app sent to POST /events, recorded once by its id (see events/incoming.py)."""
 
     __tablename__ = "received_events"
 

@@ -204,7 +204,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         # Which build this process runs (factor V): the image's build argument, else Heroku's release number
         # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
-        # --- Events: another app attached by URL (events.py sends, web/incoming.py receives) ---
+        # --- Events: another app attached by URL (events/outgoing.py sends, events/incoming.py receives) ---
         # Where `item.done` events are POSTed; unset, the service is detached and sends nothing.
         "events_url": env.events_url("EVENTS_URL", None),
         # Shared with the other app: signs outgoing events and verifies incoming ones (HMAC-SHA256).

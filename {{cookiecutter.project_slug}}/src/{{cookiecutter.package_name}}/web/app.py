@@ -11,18 +11,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from ..celery_app import create_celery, propagate_request_ids
 from ..database import Reads, create_async_database_engine, session_factory
+from ..events import incoming
+from ..jobs.celery_app import create_celery, propagate_request_ids
+from ..jobs.publish import JobQueue
 from ..logs import configure_logging
 from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
-from . import health, incoming, items
+from . import health, items
 from .errors import EXCEPTION_HANDLERS
-from .headers import SecurityHeadersMiddleware
-from .hosts import AllowedHostsMiddleware
-from .jobs import JobQueue
-from .limits import BodyLimitMiddleware
-from .middleware import RequestIdMiddleware
+from .middleware.headers import SecurityHeadersMiddleware
+from .middleware.hosts import AllowedHostsMiddleware
+from .middleware.limits import BodyLimitMiddleware
+from .middleware.request_id import RequestIdMiddleware
 from .openapi import openapi_endpoint
 from .resources import Resources
 from .shutdown import Draining, announce_stop_signals
@@ -36,11 +37,11 @@ def create_app(settings: Settings) -> Starlette:
         engine = create_async_database_engine(settings)
         reads = Reads(settings)
         if settings.tracing:
-            from ..tracing import trace_statements
+            from ..telemetry.tracing import trace_statements
 
             trace_statements(engine.sync_engine, reads.engine.sync_engine)
         if settings.metrics:
-            from ..metrics import count_pool_connections
+            from ..telemetry.metrics import count_pool_connections
 
             count_pool_connections(engine.sync_engine, reads.engine.sync_engine)
         celery = create_celery(settings)
@@ -69,7 +70,7 @@ def create_app(settings: Settings) -> Starlette:
             await reads.engine.dispose()
             celery.close()
             if settings.tracing:
-                from ..tracing import FLUSH_SECONDS, flush_spans
+                from ..telemetry.tracing import FLUSH_SECONDS, flush_spans
 
                 # uvicorn runs this on SIGTERM, inside the grace period: no recorded span is lost.
                 flush_spans(FLUSH_SECONDS)
@@ -82,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
         # path, so two routes for /items would tell a client that only one of its methods exists.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
         Route("/items/{item_id}", items.get_item, methods=["GET"]),
-        # Signed events from another app attached by URL (web/incoming.py).
+        # Signed events from another app attached by URL (events/incoming.py).
         Route("/events", incoming.receive_event, methods=["POST"]),
         Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
     ]
@@ -106,11 +107,11 @@ def telemetry_middleware(settings: Settings, routes: list[BaseRoute]) -> list[Mi
     """Outermost, so the request's span and its timing cover everything else, logging included."""
     middleware = []
     if settings.tracing:
-        from ..tracing import traced_app
+        from ..telemetry.tracing import traced_app
 
         middleware.append(Middleware(traced_app, routes=routes))
     if settings.metrics:
-        from ..metrics import WebMetrics
+        from ..telemetry.metrics import WebMetrics
 
         middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=PROBE_PATHS))
     return middleware
@@ -122,11 +123,11 @@ def app_from_environment() -> Starlette:
     configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
     # With WEB_CONCURRENCY above 1 each worker is a fresh interpreter: telemetry starts here, per process.
     if settings.sentry_dsn:
-        from ..error_reports import start_error_reports
+        from ..telemetry.error_reports import start_error_reports
 
         start_error_reports(settings)
     if settings.tracing:
-        from ..tracing import start_tracing
+        from ..telemetry.tracing import start_tracing
 
         start_tracing(settings)
     return create_app(settings)

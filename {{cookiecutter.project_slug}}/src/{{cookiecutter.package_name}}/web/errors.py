@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
 from ..logs import request_id
-from .headers import security_headers
-from .middleware import REQUEST_ID_HEADER
+from .middleware.headers import security_headers
+from .middleware.request_id import REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
 

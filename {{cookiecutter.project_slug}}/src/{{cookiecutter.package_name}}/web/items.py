@@ -11,10 +11,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..jobs.outbox import INSERT_JOB, job_row, record_job
+from ..jobs.tasks import PROCESS_ITEM
 from ..logs import request_id
 from ..models import Item
-from ..outbox import INSERT_JOB, job_row, record_job
-from ..tasks import PROCESS_ITEM
 from .payloads import json_body
 from .resources import Resources
 
@@ -72,7 +72,7 @@ async def create_item(request: Request) -> JSONResponse:
 
     async with resources.engine.begin() as connection:
         item = (await connection.execute(INSERT_ITEM, {"name": data["name"]})).one()
-        # Recorded in the item's own transaction: if the item exists, so does its job (see outbox.py).
+        # Recorded in the item's own transaction: if the item exists, so does its job (see jobs/outbox.py).
         job = record_job(PROCESS_ITEM, [item.id], request_id.get())
         job.id = (await connection.execute(INSERT_JOB, job_row(job))).scalar_one()
     # Only after the commit: a worker that picks the job up at once must find the item in the database.

@@ -17,7 +17,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import incoming, items, responses
+from ..events import incoming
+from . import items, responses
 
 DISTRIBUTION = "{{ cookiecutter.project_slug }}"
 TITLE = "{{ cookiecutter.project_name }}"
@@ -94,7 +95,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/events": {
         "post": {
-            "summary": "An event from another app, signed with the shared secret (see web/incoming.py)",
+            "summary": "An event from another app, signed with the shared secret (see events/incoming.py)",
             "parameters": [
                 {
                     "in": "header",

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..database import Reads
+from ..jobs.publish import JobQueue
 from ..schema import SchemaExpectation
-from .jobs import JobQueue
 from .shutdown import Draining
 
 

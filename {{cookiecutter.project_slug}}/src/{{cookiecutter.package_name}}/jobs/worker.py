@@ -1,7 +1,7 @@
 """Factors VIII and IX: the worker and clock process types, and how a worker stops without losing a job.
 
 `run_worker(settings)` is `<slug> worker`: it consumes the messages that the web process and the clock
-publish through the shared Celery app (celery_app.py). `run_clock(settings)` is `<slug> clock`.
+publish through the shared Celery app (jobs/celery_app.py). `run_clock(settings)` is `<slug> clock`.
 
 Shutdown (factor IX): platforms send SIGTERM, then SIGKILL 30 s later, often to every process of the
 container at once. On SIGTERM the worker stops taking messages and makes a *warm shutdown*: it exits as
@@ -32,13 +32,14 @@ from sqlalchemy import Delete, Engine, Update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import events, outbox, tasks
+from ..database import create_sync_database_engine
+from ..events import outgoing as events
+from ..logs import configure_logging
+from ..models import OutboxJob
+from ..settings import Settings
+from . import outbox, tasks
 from .celery_app import create_celery, propagate_request_ids
-from .database import create_sync_database_engine
-from .logs import configure_logging
-from .models import OutboxJob
 from .relay import OutboxRelay
-from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ RESULT_READ_TURNS = 10
 
 
 def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:
-    """Bind the jobs in tasks.py to Celery message names, each in its own database transaction.
+    """Bind the jobs in jobs/tasks.py to Celery message names, each in its own database transaction.
 
     A job that raises is acknowledged and forgotten by Celery, so one that fails because the database is
     unreachable (OperationalError, InterfaceError) is published again, with a growing delay, instead.
@@ -99,7 +100,7 @@ def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Del
 
 
 def publish_recorded(app: Celery, session: Session, job: OutboxJob) -> None:
-    """The worker's fast path for a job it recorded in the outbox, like the web's (see web/jobs.py):
+    """The worker's fast path for a job it recorded in the outbox, like the web's (see jobs/publish.py):
     published, its row is deleted; not published, it is made due for the clock's relay at once."""
     outcome: Delete | Update
     try:
@@ -206,7 +207,7 @@ def run_worker(settings: Settings) -> int:
     propagate_request_ids()
     # Pool processes are forked from this one: database connections must not cross processes.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
-    # Each pool process opened its own HTTP connections (events.py); close them as it stops.
+    # Each pool process opened its own HTTP connections (events/outgoing.py); close them as it stops.
     signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
     start_worker_telemetry(settings, app, engine)
     worker = worker_class(app, float(settings.graceful_timeout))(
@@ -235,32 +236,37 @@ def run_worker(settings: Settings) -> int:
 def start_worker_telemetry(settings: Settings, app: Celery, engine: Engine) -> None:
     """Whatever telemetry the settings turn on, before the pool processes are forked (they inherit it)."""
     if settings.tracing:
-        from .tracing import FLUSH_SECONDS, flush_spans_when_worker_stops, start_tracing, trace_statements
+        from ..telemetry.tracing import (
+            FLUSH_SECONDS,
+            flush_spans_when_worker_stops,
+            start_tracing,
+            trace_statements,
+        )
 
         start_tracing(settings)
         trace_statements(engine)
         flush_spans_when_worker_stops(FLUSH_SECONDS)
     if settings.metrics:
-        from .metrics import count_jobs, count_pool_connections, queue_depth, serve_metrics
+        from ..telemetry.metrics import count_jobs, count_pool_connections, queue_depth, serve_metrics
 
         # First: it clears the directory the metrics below write to.
         serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
         count_jobs()
         count_pool_connections(engine)
     if settings.sentry_dsn:
-        from .error_reports import flush_reports
+        from ..telemetry.error_reports import flush_reports
 
         signals.worker_process_shutdown.connect(lambda **_: flush_reports(), weak=False)
 
 
 def run_clock(settings: Settings) -> None:
-    """`<slug> clock`: publish the periodic jobs, and relay the outbox's (see relay.py). Run exactly one;
+    """`<slug> clock`: publish the periodic jobs, and relay the outbox's (see jobs/relay.py). Run exactly one;
     a second is harmless."""
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
     if settings.tracing:
-        from .tracing import start_tracing
+        from ..telemetry.tracing import start_tracing
 
         start_tracing(settings)
     # Beat's SIGTERM handler raises SystemExit wherever it lands. Load the parts Celery imports lazily

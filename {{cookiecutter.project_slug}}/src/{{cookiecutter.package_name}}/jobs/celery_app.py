@@ -1,9 +1,9 @@
 """Factor IV: the job queue is a backing service, reached through the one Celery app every process shares.
 
 `create_celery(settings)` configures it from settings alone. The web process and the clock only publish
-messages with it; `<slug> worker` (worker.py) consumes them. Kept apart from the worker's runner, so that a
-process that only publishes never imports the worker's machinery (that import alone was about 15% of the
-web process's start-up). Job state lives in the service's database, so there is no result backend.
+messages with it; `<slug> worker` (jobs/worker.py) consumes them. Kept apart from the worker's runner, so
+that a process that only publishes never imports the worker's machinery (bench/PROFILE.md has its cost).
+Job state lives in the service's database, so there is no result backend.
 """
 
 from __future__ import annotations
@@ -14,22 +14,26 @@ from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, signals
 
-from .logs import request_id
+from ..logs import request_id
 from .reconnect import PromptlyReconnecting
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 # The message header that carries the id of the web request (or clock tick) that enqueued a job.
 REQUEST_ID_HEADER = "request_id"
 
 
+# The service's package name: jobs queued before a release that moved this module are still found.
+SERVICE = __name__.partition(".")[0]
+
+
 def create_celery(settings: Settings) -> Celery:
     """The Celery app, configured from settings alone: a producer for the web, a consumer for the worker."""
-    app = Celery(__package__, broker=settings.job_broker_url, set_as_current=False)
+    app = Celery(SERVICE, broker=settings.job_broker_url, set_as_current=False)
     app.conf.update(
         # Named after the service, so services sharing one Redis never take each other's jobs.
-        task_default_queue=__package__,
+        task_default_queue=SERVICE,
         # Acknowledge a message only after its job has run: a job in hand when a worker dies is redelivered.
         task_acks_late=True,
         # ...including when the pool process running it is killed (out of memory, SIGKILL).

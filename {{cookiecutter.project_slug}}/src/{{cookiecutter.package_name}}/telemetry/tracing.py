@@ -31,8 +31,8 @@ from sqlalchemy import Engine
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Scope
 
-from .settings import Settings
-from .web.routing import route_template
+from ..settings import Settings
+from ..web.routing import route_template
 
 # The trace of the request being handled, left set after its span ends (like the request id, see
 # middleware.py): an unhandled error is reported after the server span has closed, and must name its trace.

@@ -15,8 +15,8 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 
-from .logs import request_id
-from .settings import Settings
+from ..logs import request_id
+from ..settings import Settings
 
 # SQLAlchemy quotes a failed statement's parameters in its error message; they are user data (a request's
 # fields), so they stay out of reports like request bodies do.

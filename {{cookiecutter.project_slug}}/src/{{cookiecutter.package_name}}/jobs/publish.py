@@ -10,8 +10,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.concurrency import run_in_threadpool
 
-from .. import outbox
 from ..models import OutboxJob
+from . import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class JobQueue:
         return True
 
     async def publish(self, job: OutboxJob, engine: AsyncEngine) -> bool:
-        """Publish a job recorded in the outbox, and record the outcome there (see outbox.py).
+        """Publish a job recorded in the outbox, and record the outcome there (see jobs/outbox.py).
 
         Published, its row is deleted; not published, its row is made due for the clock's relay at once.
         If even that cannot be recorded (the database went away meanwhile), the row is left as it is and the

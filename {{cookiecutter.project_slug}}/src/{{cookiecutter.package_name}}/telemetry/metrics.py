@@ -26,8 +26,8 @@ from sqlalchemy import Engine, event
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .settings import Settings
-from .web.routing import route_template
+from ..settings import Settings
+from ..web.routing import route_template
 
 # Every interface, as the web does: the scraper reaches the process from outside its container.
 METRICS_HOST = "0.0.0.0"  # noqa: S104  # nosec B104

@@ -1,7 +1,7 @@
 """Outgoing events: another app attached by URL (EVENTS_URL) hears when an item is done, reliably.
 
 1. `record_item_done` adds an `EventDelivery` row and an outbox job to deliver it, in the transaction that
-   marks the item done (see tasks.py): if the item is done, its event will be delivered, whatever fails.
+   marks the item done (see jobs/tasks.py): if the item is done, its event will be delivered, whatever fails.
 2. The clock's relay publishes the job; the worker runs `Delivery.deliver`: one signed POST with timeouts.
 3. Its outcome decides what follows (`judge`): 2xx is delivered; a network error, 5xx or 429 is retried
    (a new outbox job, due after an exponential backoff with jitter, or after the receiver's Retry-After);
@@ -10,7 +10,7 @@
    is fixed, `<slug> events redrive ID...` (factor XII), which gives it a fresh set of attempts.
 
 Each attempt carries the same event id, so a receiver that got an event but whose answer was lost
-deduplicates the retry. Each attempt is signed afresh with the time it was sent (see signing.py).
+deduplicates the retry. Each attempt is signed afresh with the time it was sent (see events/signing.py).
 
 HTTP client: httpx2 (a maintained httpx line; Starlette's TestClient already uses it, so the service
 depends on one HTTP stack, not two). It sets connect and read timeouts separately, pools connections
@@ -34,9 +34,10 @@ import httpx2
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from . import outbox, signing
-from .models import DeliveryStatus, EventDelivery, Item, OutboxJob
-from .settings import Settings
+from ..jobs import outbox
+from ..models import DeliveryStatus, EventDelivery, Item, OutboxJob
+from ..settings import Settings
+from . import signing
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def now() -> datetime:
 def record_item_done(session: Session, item: Item) -> OutboxJob:
     """Record the `item.done` event and the job delivering it, in `session`'s transaction.
 
-    The worker publishes the job after its commit, as the web does its jobs (see outbox.py); the
+    The worker publishes the job after its commit, as the web does its jobs (see jobs/outbox.py); the
     clock's relay takes over if that publish fails.
     """
     data = {"id": item.id, "name": item.name, "status": item.status.value, "digest": item.digest}

@@ -1,4 +1,4 @@
-"""The outbox relay: publishes the jobs the web could not (see outbox.py), for as long as it takes.
+"""The outbox relay: publishes the jobs the web could not (see jobs/outbox.py), for as long as it takes.
 
 It runs as a thread of the clock process, the one process type that publishes work on its own. It must
 keep working while the broker is down, so it cannot be a periodic Celery job: that would itself need
@@ -16,9 +16,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ..logs import request_id
+from ..models import OutboxJob
 from . import outbox
-from .logs import request_id
-from .models import OutboxJob
 
 logger = logging.getLogger(__name__)
 

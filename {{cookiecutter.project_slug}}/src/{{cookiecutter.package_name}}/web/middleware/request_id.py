@@ -13,9 +13,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..logs import request_id
+from ...logs import request_id
 
-access_log = logging.getLogger(f"{__package__}.access")
+access_log = logging.getLogger(f"{__name__.partition('.')[0]}.web.access")
 
 REQUEST_ID_HEADER = "x-request-id"
 # As ASGI carries it: header names are lowercase bytes in the scope and in response messages.

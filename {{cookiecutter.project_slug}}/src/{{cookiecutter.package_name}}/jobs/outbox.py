@@ -7,15 +7,15 @@ as its item, and then:
 
 1. the web process publishes it right after the commit and deletes the row (the fast path, milliseconds);
    if that publish fails the row is made due at once, so "the publish failed" is recorded, not guessed;
-2. the clock's relay (relay.py) publishes every row that is due, retrying with a growing delay while the
+2. the clock's relay (jobs/relay.py) publishes every row that is due, retrying with a growing delay while the
    broker is down, and deletes each row the broker has taken.
 
 A fresh row is not due for `FAST_PATH_GRACE`, so the relay never races the web's own publish. Rows are
 claimed with `FOR UPDATE SKIP LOCKED`, so a second clock relays other rows, never the same one.
 
 A job can still be published twice (a process dies after the publish and before the delete), which is
-why every job is idempotent (see tasks.py). A job merely queued behind a backlog is never published again:
-once the broker has it, its row is gone.
+why every job is idempotent (see jobs/tasks.py). A job merely queued behind a backlog is never published
+again: once the broker has it, its row is gone.
 
 These are plain functions and statements, testable without Celery or a broker.
 """
@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Delete, Update, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import OutboxJob
+from ..models import OutboxJob
 
 # How long the relay leaves a new row to the web's own publish (which takes milliseconds, or about a
 # second against a broken broker) before taking it over from a process that died first.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response
+from ..errors import error_response
 
 # The server closes the connection after sending this, instead of reading (and discarding) the rest.
 CLOSE = {"Connection": "close"}

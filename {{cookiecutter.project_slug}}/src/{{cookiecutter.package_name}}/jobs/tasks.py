@@ -1,6 +1,6 @@
 """The jobs' work, as plain functions of a database session: testable without Celery or a broker.
 
-Every job is idempotent. The worker acknowledges a message only after its job ran (see worker.py), so a
+Every job is idempotent. The worker acknowledges a message only after its job ran (see jobs/worker.py), so a
 job can be delivered twice (a worker lost mid-job, a process that died between publishing a job and
 recording that in the outbox); running it twice must leave the same result as running it once.
 """
@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import events
-from .models import Item, ItemStatus, ReceivedEvent
+from ..events import outgoing as events
+from ..models import Item, ItemStatus, ReceivedEvent
 
 # Message names: the contract between the web process (which sends them) and the worker (which runs them).
 PROCESS_ITEM = "items.process"
@@ -39,7 +39,7 @@ def process_item(session: Session, item_id: int, announce: bool = False) -> bool
 
 
 def handle_event(session: Session, event_id: str) -> bool:
-    """Act on an event another app sent (web/incoming.py recorded it). False if already handled.
+    """Act on an event another app sent (events/incoming.py recorded it). False if already handled.
 
     The example's action is to mark it handled; a real service would update its own data here, in the
     same transaction, so the mark and the work commit together.

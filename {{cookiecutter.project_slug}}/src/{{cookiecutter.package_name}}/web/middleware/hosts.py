@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_response
+from ..errors import error_response
 
 REMEMBERED_HOSTS = 64
 

@@ -1,4 +1,4 @@
-"""Incoming events: POST /events, where another app attached by URL sends signed events (see signing.py).
+"""Incoming events: POST /events, where another app attached by URL sends signed events (events/signing.py).
 
 Answers, in the order they are checked (a sender retries only network errors, 5xx and 429):
 - 401: the X-Event-Signature header is missing or matches none of the secrets (EVENTS_SECRET, and
@@ -21,13 +21,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import signing
+from ..jobs.outbox import record_job
+from ..jobs.tasks import HANDLE_EVENT
 from ..logs import request_id
 from ..models import ReceivedEvent
-from ..outbox import record_job
-from ..tasks import HANDLE_EVENT
-from .items import plain_text
-from .resources import Resources
+from ..web.items import plain_text
+from ..web.resources import Resources
+from . import signing
 
 # How far an event's timestamp may be from this process's clock: covers clock skew between the apps and
 # the time an attempt spends in flight; an older request is refused even with a valid signature.

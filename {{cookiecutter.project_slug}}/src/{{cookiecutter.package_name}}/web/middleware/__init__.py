@@ -1,0 +1,1 @@
+"""The web edge: pure-ASGI layers every request passes, outermost first in web/app.py."""
