@@ -751,7 +751,7 @@ SECOND_CATALOGUE: list[Breakage] = [
         "test",
         "test_factor_05_no_long_running_process_changes_the_schema",
         (
-            Edit(WORKER, "from .models import OutboxJob\n", "from .models import Base, OutboxJob\n"),
+            Edit(WORKER, "from ..models import OutboxJob\n", "from ..models import Base, OutboxJob\n"),
             Edit(
                 WORKER,
                 "    app = create_celery(settings)\n    delivery = register_jobs(app, engine, settings)\n",
@@ -769,8 +769,8 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "from .relay import OutboxRelay\n",
-                "from .relay import OutboxRelay\nfrom .schema import upgrade_to_head\n",
+                "from ..models import OutboxJob\n",
+                "from ..models import OutboxJob\nfrom ..schema import upgrade_to_head\n",
             ),
             Edit(
                 WORKER,

@@ -30,6 +30,7 @@ def load_or_exit() -> Settings:
     """Validated settings with logging configured, or exit naming every bad variable."""
     from .logs import configure_logging
     from .settings import ConfigurationError, load_settings
+    from .telemetry import log_filters
 
     try:
         settings = load_settings()
@@ -37,7 +38,7 @@ def load_or_exit() -> Settings:
         click.echo(str(error), err=True)
         # EX_CONFIG from sysexits.h: a supervisor can tell "misconfigured" from "crashed".
         sys.exit(os.EX_CONFIG)
-    configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
     if settings.sentry_dsn:
         from .telemetry.error_reports import start_error_reports
 

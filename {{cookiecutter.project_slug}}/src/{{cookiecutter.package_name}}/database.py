@@ -26,8 +26,6 @@ from sqlalchemy.ext.asyncio import (
 if TYPE_CHECKING:
     from .settings import Settings
 
-SUPPORTED_DATABASE_BACKENDS = ("postgres", "postgresql", "sqlite")
-
 # Measured on this stack: asyncpg serves the async web path about 1.5x faster than psycopg's async mode.
 ASYNC_POSTGRES_DRIVER = "asyncpg"
 # psycopg 3 for migrations, commands and workers: maintained, typed, and fine for sync work.

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -99,19 +100,20 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: int, log_format: Literal["json", "console"], release: str | None = None, trace_ids: bool = False
+    level: int,
+    log_format: Literal["json", "console"],
+    release: str | None = None,
+    filters: Sequence[logging.Filter] = (),
 ) -> None:
     """Send every log record of this process to stdout, once, in the chosen format.
 
-    With `trace_ids` (tracing is on), a line written inside a span also carries its trace and span ids.
+    `filters` add fields to every line: telemetry's trace and span ids, when tracing is on.
     """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter(release))
-    if trace_ids:
-        from .telemetry.tracing import TraceIdFilter
-
-        handler.addFilter(TraceIdFilter())
+    for extra_fields in filters:
+        handler.addFilter(extra_fields)
 
     # Facts no line of ours carries, which every record would otherwise look up: the caller's file and line
     # (a walk up the stack), the thread and the process (see "Optimization" in the logging documentation).

@@ -26,9 +26,9 @@ from marshmallow.validate import Length, NoneOf, OneOf, Range
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .database import SUPPORTED_DATABASE_BACKENDS
-
 LogFormat = Literal["json", "console"]
+# What database.py builds engines for: PostgreSQL (platforms hand out postgres://), and SQLite for the demo.
+SUPPORTED_DATABASE_BACKENDS = ("postgres", "postgresql", "sqlite")
 
 # Values that appear in examples and tutorials; a key anyone can read signs nothing.
 PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")

@@ -37,6 +37,7 @@ from ..events import outgoing as events
 from ..logs import configure_logging
 from ..models import OutboxJob
 from ..settings import Settings
+from ..telemetry import log_filters
 from . import outbox, tasks
 from .celery_app import create_celery, propagate_request_ids
 from .relay import OutboxRelay
@@ -119,7 +120,7 @@ def use_service_logging(settings: Settings) -> None:
     """With a receiver on `setup_logging`, Celery configures no logging of its own: one stream, one format."""
 
     def configure(**_: Any) -> None:
-        configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
+        configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
 
     signals.setup_logging.connect(configure, weak=False, dispatch_uid="use_service_logging")
 

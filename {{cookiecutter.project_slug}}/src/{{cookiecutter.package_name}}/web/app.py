@@ -18,6 +18,7 @@ from ..jobs.publish import JobQueue
 from ..logs import configure_logging
 from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
+from ..telemetry import log_filters
 from . import health, items
 from .errors import EXCEPTION_HANDLERS
 from .middleware.headers import SecurityHeadersMiddleware
@@ -120,7 +121,7 @@ def telemetry_middleware(settings: Settings, routes: list[BaseRoute]) -> list[Mi
 def app_from_environment() -> Starlette:
     """The factory uvicorn calls in each web process (`<slug> web` has already validated the settings)."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, settings.release_id, settings.tracing)
+    configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
     # With WEB_CONCURRENCY above 1 each worker is a fresh interpreter: telemetry starts here, per process.
     if settings.sentry_dsn:
         from ..telemetry.error_reports import start_error_reports
