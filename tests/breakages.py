@@ -474,18 +474,17 @@ SECOND_CATALOGUE: list[Breakage] = [
     Breakage(
         "system-library-lookup",
         "II",
-        "looks up libmagic with ctypes at start-up, to sniff uploads' content types",
+        "loads the host's libjpeg with ctypes at start-up, to read image sizes without a package",
         "test",
         "test_factor_02_dependencies_no_process_type_starts_a_program_or_loads_a_system_library",
         (
-            Edit(APP, "import gc\n", "import ctypes.util\nimport gc\n"),
+            Edit(APP, "import gc\n", "import ctypes\nimport gc\n"),
             Edit(
                 APP,
                 "    settings = load_settings()\n",
-                "    settings = load_settings()\n"
-                '    MAGIC_LIBRARY.append(ctypes.util.find_library("magic"))\n',
+                '    settings = load_settings()\n    JPEG.append(ctypes.CDLL("libjpeg.so.62"))\n',
             ),
-            Edit(APP, "PROBE_PATHS = ", "MAGIC_LIBRARY: list[str | None] = []\nPROBE_PATHS = "),
+            Edit(APP, "PROBE_PATHS = ", "JPEG: list[ctypes.CDLL] = []\nPROBE_PATHS = "),
         ),
     ),
     Breakage(
