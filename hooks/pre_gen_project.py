@@ -44,6 +44,7 @@ DEPENDENCY_IMPORT_NAMES = frozenset(
         "environs",
         "httptools",
         "httpx",
+        "importlinter",
         "kombu",
         "marshmallow",
         "mypy",

@@ -726,8 +726,8 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "from sqlalchemy import Delete, Engine, Update\n",
-                "from sqlalchemy import URL, Delete, Engine, Update, create_engine, text\n",
+                "from sqlalchemy import Engine\n",
+                "from sqlalchemy import URL, Engine, create_engine, text\n",
             ),
             Edit(
                 WORKER,
@@ -1005,7 +1005,7 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "def publish_recorded(",
+                "def use_service_logging(",
                 "def never_crash(job: Any) -> Any:\n"
                 '    """Log whatever a job raises, so one bad item never takes its pool process down."""\n'
                 "\n"
@@ -1017,7 +1017,7 @@ SECOND_CATALOGUE: list[Breakage] = [
                 "\n"
                 "    return guarded\n"
                 "\n\n"
-                "def publish_recorded(",
+                "def use_service_logging(",
             ),
             Edit(
                 WORKER,

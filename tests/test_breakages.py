@@ -3,7 +3,8 @@
 One bake, installed once. The unbroken bake passes all three layers (lint, the conformance suite, `check`);
 then each breakage in tests/breakages.py is applied alone and must be caught by its layer, run alone: ruff
 or deptry for what a linter sees, the one named conformance test for what only running the service shows,
-`<slug> check` for a deploy's unsafe settings. The bake's own git restores it between breakages.
+`<slug> check` for a deploy's unsafe settings. A layering breach (the web app importing the worker runner)
+must fail the bake's `make lint` naming import-linter's contract. The bake's own git restores it in between.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ LINT_TIMEOUT = 120
 TEST_TIMEOUT = 180
 SUITE_TIMEOUT = 600
 CHECK_TIMEOUT = 60
+# All of `make lint`: ruff, mypy --strict and deptry run before lint-imports.
+MAKE_LINT_TIMEOUT = 300
 # A key long enough for settings.py's rule, used by `check` only.
 SECRET_KEY = "breakage-test-" + "0123456789abcdefghijklmnopqrstuvwxyz"
+# The contract in the bake's [tool.importlinter] that keeps the worker runner out of the web process.
+WEB_RUNS_NO_WORKER = "The web process imports no worker runner"
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +110,29 @@ def test_breakage_is_caught_by_its_layer(
         result = check(restored, backing_services, tmp_path, **dict(breakage.env))
         assert result.returncode == breakage.status, f"check missed: {breakage.what}\n{explain(result)}"
         assert f" {breakage.expect} (factor {breakage.factor}): " in result.stdout, explain(result)
+
+
+def test_web_app_importing_the_worker_runner_fails_lint_naming_the_contract(
+    restored: InstalledService,
+) -> None:
+    package = restored.bake.package
+    lint_imports = run(
+        [restored.bin / "lint-imports", "--no-cache", "--no-logo"],
+        cwd=restored.project,
+        env=clean_environment(),
+        timeout=LINT_TIMEOUT,
+    )
+    assert f"{WEB_RUNS_NO_WORKER} KEPT" in lint_imports.stdout, explain(lint_imports)
+    app = restored.project / "src" / package / "web" / "app.py"
+    text = app.read_text()
+    # In ruff's import order, and used, so that ruff and mypy pass and lint-imports is what objects.
+    anchor = "from ..jobs.publish import JobQueue\n"
+    assert text.count(anchor) == 1, f"web/app.py no longer contains {anchor!r}"
+    text = text.replace(anchor, anchor + "from ..jobs.worker import run_worker\n")
+    app.write_text(
+        text + "\n\n# A hurried fork's shortcut: jobs run inside the web process.\nRUNNERS = (run_worker,)\n"
+    )
+    result = run(["make", "lint"], cwd=restored.project, env=clean_environment(), timeout=MAKE_LINT_TIMEOUT)
+    assert result.returncode != 0, f"`make lint` let the web app import the worker runner\n{explain(result)}"
+    assert f"{WEB_RUNS_NO_WORKER} BROKEN" in result.stdout, explain(result)
+    assert f"{package}.web.app -> {package}.jobs.worker" in result.stdout, explain(result)

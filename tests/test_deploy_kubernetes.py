@@ -250,7 +250,8 @@ def test_web_and_worker_pods_serve_metrics_on_their_own_port_which_the_service_n
 
 
 def test_configmap_allows_the_services_own_name_and_not_every_host(default_bake: Bake) -> None:
-    # Probes reach the pod by IP and are exempt from the check (web/middleware/hosts.py); callers use the Service's name.
+    # Probes reach the pod by IP and are exempt from the check (web/middleware/hosts.py); callers use the
+    # Service's name.
     hosts = configmap(default_bake)["ALLOWED_HOSTS"].split(",")
     assert default_bake.slug in hosts
     assert "*" not in hosts

@@ -58,7 +58,7 @@ def done_item_with_event(engine: Engine) -> str:
     """An item processed with events attached; returns its event's id."""
     [item_id] = add_items(engine, 1)
     with Session(engine) as session, session.begin():
-        assert process_item(session, item_id, announce=True)
+        assert process_item(session, item_id, announce=events.record_item_done)
     with Session(engine) as session:
         return session.scalars(select(EventDelivery.id)).one()
 
@@ -80,7 +80,7 @@ def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(en
     [item_id] = add_items(engine, 1)
     with Session(engine) as session:
         session.begin()
-        process_item(session, item_id, announce=True)
+        process_item(session, item_id, announce=events.record_item_done)
         session.rollback()  # the item's transaction fails: no event either
     assert delivery_jobs(engine) == []
 
@@ -96,7 +96,7 @@ def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(en
 def test_a_detached_service_records_no_event(engine: Engine) -> None:
     [item_id] = add_items(engine, 1)
     with Session(engine) as session, session.begin():
-        assert process_item(session, item_id, announce=False)
+        assert process_item(session, item_id, announce=None)
 
     assert delivery_jobs(engine) == []
     with Session(engine) as session:

@@ -1,15 +1,6 @@
-"""The release-time audit behind `<slug> check` (and the first half of `<slug> release`).
+"""The audit behind `{{ cookiecutter.project_slug }} check`, and the first half of the release step.
 
-In the spirit of Django's `check --deploy`: before a release migrates anything, make sure the settings are
-safe to run on a platform and the backing services answer. One function per rule, each naming the factor
-it guards; each problem is one line naming its variable. The exit status tells a release step why it must
-stop:
-
-- 0 (`EX_OK`): sound; warnings may have been printed, but nothing blocks the release.
-- 78 (`EX_CONFIG`): misconfigured: a variable is missing, invalid or unsafe. Fix the environment.
-- 69 (`EX_UNAVAILABLE`): a backing service did not answer in time. Fix the service or its URL, or retry.
-
-There are no named environments here (no `APP_ENV=production`): every rule judges one setting on its own.
+Like Django's `check --deploy`, without named environments: each rule judges one setting.
 """
 
 from __future__ import annotations
@@ -27,20 +18,15 @@ from .settings import ConfigurationError, Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-# Seconds each backing service gets to answer: a release step that hangs blocks a deploy without a reason.
-CONNECT_TIMEOUT_SECONDS = 5
-
 
 class Severity(enum.StrEnum):
-    ERROR = "error"  # the settings are unsafe or invalid: exit 78
-    UNAVAILABLE = "unavailable"  # a backing service did not answer: exit 69
-    WARNING = "warning"  # printed, never fails the release
+    ERROR = "error"  # exit 78
+    UNAVAILABLE = "unavailable"  # exit 69
+    WARNING = "warning"  # printed; never fails the release
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One problem: the variable to change, the factor it breaks, and what to do."""
-
     severity: Severity
     variable: str
     factor: str
@@ -82,7 +68,7 @@ class Report:
 
 
 def audit(load: Callable[[], Settings] = load_settings) -> Report:
-    """Every rule, in order: settings first, then (only if they load) the backing services."""
+    """Settings first, then, only if they load, the backing services."""
     try:
         settings = load()
     except ConfigurationError as error:
@@ -93,13 +79,12 @@ def audit(load: Callable[[], Settings] = load_settings) -> Report:
     if settings.database_url.get_backend_name() != "sqlite":
         database_findings, schema = check_database_answers(settings)
         findings += database_findings
-    if not settings.job_broker_url.startswith("sqla+sqlite"):
+    if not settings.local_broker:
         findings += check_broker_answers(settings)
     return Report(findings=findings, schema=schema)
 
 
 def audit_settings(settings: Settings) -> list[Finding]:
-    """The rules that read settings only: safe to run anywhere, quickly."""
     rules = (
         check_forwarded_allow_ips,
         check_allowed_hosts,
@@ -111,11 +96,11 @@ def audit_settings(settings: Settings) -> list[Finding]:
     return [finding for rule in rules for finding in rule(settings)]
 
 
-# --- Settings ----------------------------------------------------------------------------------------------
+# --- Settings ---
 
 
 def settings_problems(error: ConfigurationError) -> Iterable[Finding]:
-    """Factor III: what settings.py refused at load (a placeholder or short SECRET_KEY among them)."""
+    """Factor III: what settings.py refused at load."""
     for variable, messages in sorted(error.problems.items()):
         yield Finding(Severity.ERROR, variable, "III", " ".join(messages))
 
@@ -134,7 +119,7 @@ def check_forwarded_allow_ips(settings: Settings) -> Iterable[Finding]:
 
 
 def check_allowed_hosts(settings: Settings) -> Iterable[Finding]:
-    """Factor VII: a web process that answers any Host lets a forged one into absolute URLs and caches."""
+    """Factor VII: answering any Host lets a forged one into absolute URLs and caches."""
     if "*" in settings.allowed_hosts:
         yield Finding(
             Severity.WARNING,
@@ -145,7 +130,7 @@ def check_allowed_hosts(settings: Settings) -> Iterable[Finding]:
 
 
 def check_database_is_shared(settings: Settings) -> Iterable[Finding]:
-    """Factor VI: a SQLite file lives on one host's disk; processes on other hosts cannot share it."""
+    """Factor VI: processes on other hosts cannot share a SQLite file."""
     if settings.database_url.get_backend_name() == "sqlite":
         yield Finding(
             Severity.ERROR,
@@ -157,7 +142,7 @@ def check_database_is_shared(settings: Settings) -> Iterable[Finding]:
 
 def check_broker_is_shared(settings: Settings) -> Iterable[Finding]:
     """Factor VI: a queue in a local SQLite file reaches no worker on another host."""
-    if settings.job_broker_url.startswith("sqla+sqlite"):
+    if settings.local_broker:
         variable = "BROKER_URL" if settings.broker_url else "REDIS_URL"
         yield Finding(
             Severity.ERROR,
@@ -180,22 +165,24 @@ def check_release_id(settings: Settings) -> Iterable[Finding]:
 
 
 def check_log_level(settings: Settings) -> Iterable[Finding]:
-    """Factor XI: DEBUG floods the log stream (and may carry request data); fine while investigating."""
+    """Factor XI: DEBUG floods the log stream, and may carry request data."""
     if settings.log_level <= logging.DEBUG:
         yield Finding(
             Severity.WARNING, "LOG_LEVEL", "XI", "DEBUG logs every detail of every request; INFO is the norm."
         )
 
 
-# --- Backing services --------------------------------------------------------------------------------------
+# --- Backing services ---
 
 
 def check_database_answers(settings: Settings) -> tuple[list[Finding], str]:
     """Factors IV and V: the database answers within the timeout; its schema is reported, never changed."""
+    from .schema import current_revisions
+
     engine = _probe_engine(settings)
     try:
         with engine.connect() as connection:
-            current = _schema_revisions(connection)
+            current = current_revisions(connection)
     except Exception as exc:  # any failure to connect or ask is "unreachable", with its reason
         finding = Finding(Severity.UNAVAILABLE, "DATABASE_URL", "IV", f"no answer: {_reason(exc)}")
         return [finding], "unknown (database unreachable)"
@@ -208,7 +195,7 @@ def _probe_engine(settings: Settings) -> Engine:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    from .database import sync_url
+    from .database import CONNECT_TIMEOUT_SECONDS, sync_url
 
     url = sync_url(settings.database_url)
     connect_args: dict[str, Any] = {}
@@ -217,14 +204,6 @@ def _probe_engine(settings: Settings) -> Engine:
         statement_timeout = f"-c statement_timeout={CONNECT_TIMEOUT_SECONDS * 1000}"
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": statement_timeout}
     return create_engine(url, poolclass=NullPool, connect_args=connect_args)
-
-
-def _schema_revisions(connection: Any) -> frozenset[str]:
-    from sqlalchemy import inspect, text
-
-    if not inspect(connection).has_table("alembic_version"):
-        return frozenset()
-    return frozenset(row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version")))
 
 
 def _schema_findings(current: frozenset[str]) -> tuple[list[Finding], str]:
@@ -239,7 +218,7 @@ def _schema_findings(current: frozenset[str]) -> tuple[list[Finding], str]:
         return [], f"never migrated; the release step migrates it to {heads}"
     if current <= expected.known:
         return [], f"at {found}, behind head {heads}; the release step migrates it"
-    # Code older than the schema: a rollback. The old code keeps working only if migrations expand first.
+    # A rollback: the old code works only if migrations expand first.
     warning = Finding(
         Severity.WARNING,
         "DATABASE_URL",
@@ -252,12 +231,13 @@ def _schema_findings(current: frozenset[str]) -> tuple[list[Finding], str]:
 
 def check_broker_answers(settings: Settings) -> list[Finding]:
     """Factor IV: the job broker answers within the timeout."""
-    from .jobs.celery_app import create_celery
+    from .database import CONNECT_TIMEOUT_SECONDS
+    from .jobs.celery_app import create_celery, probe_broker
 
     variable = "BROKER_URL" if settings.broker_url else "REDIS_URL"
     try:
-        with create_celery(settings).connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, timeout=CONNECT_TIMEOUT_SECONDS)
+        # The database's connect timeout (database.py): a backing service silent that long is down.
+        probe_broker(create_celery(settings), CONNECT_TIMEOUT_SECONDS)
     except Exception as exc:  # kombu raises several unrelated classes for one broken broker
         return [Finding(Severity.UNAVAILABLE, variable, "IV", f"no answer: {_reason(exc)}")]
     return []

@@ -1,12 +1,6 @@
 """Factor XII: every process, long-running or one-off, starts here, from the same code and configuration.
 
-The console script (`<slug>`, declared in pyproject.toml) is the single entry point of the Procfile's
-process types and of admin tasks. Each command loads and validates the settings first, so a bad
-environment stops it before it binds a port or touches a database.
-
-Only click is imported up front; each command imports what it needs. The worker and the clock must take
-over SIGTERM within a fraction of a second of starting (see `stop_cleanly_while_starting`), and importing
-the web server, the ORM and Celery takes seconds on a small machine.
+Commands import what they need only when run: the worker must take over SIGTERM at once.
 """
 
 from __future__ import annotations
@@ -36,7 +30,7 @@ def load_or_exit() -> Settings:
         settings = load_settings()
     except ConfigurationError as error:
         click.echo(str(error), err=True)
-        # EX_CONFIG from sysexits.h: a supervisor can tell "misconfigured" from "crashed".
+        # sysexits.h: a supervisor tells "misconfigured" from "crashed".
         sys.exit(os.EX_CONFIG)
     configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
     if settings.sentry_dsn:
@@ -47,18 +41,12 @@ def load_or_exit() -> Settings:
 
 
 def stop_cleanly_while_starting() -> None:
-    """Until Celery installs its own SIGTERM handler, make SIGTERM a clean exit (status 0).
-
-    Importing and connecting take seconds, and platforms stop processes that have only just started (a
-    deploy, a scale down). Left at its default, SIGTERM would kill the process by the signal, which reads
-    as a crash. Nothing has been consumed before Celery's handler replaces this one, so nothing is lost.
-    """
+    """Until Celery's handler, SIGTERM is a clean exit: platforms stop processes that just started."""
     signal.signal(signal.SIGTERM, _exit_on_stop)
 
 
 def _exit_on_stop(signum: int, frame: FrameType | None) -> None:
-    # At once, without unwinding: an exception raised here could land in the middle of an import and
-    # leave a half-initialised module behind for the clean-up code to trip over.
+    # Without unwinding: an exception could leave a half-imported module behind.
     os._exit(0)
 
 
@@ -76,27 +64,26 @@ def web() -> None:
     if settings.metrics:
         from .telemetry.metrics import serve_metrics
 
-        # Here, in the process that starts uvicorn's workers, so it outlives each of them.
+        # In the parent of uvicorn's workers, so it outlives each of them.
         serve_metrics(settings)
 
     uvicorn.run(
         f"{__package__}.web.app:app_from_environment",
         factory=True,
-        # All interfaces: inside a container or dyno the router reaches the process from outside (so the
-        # ruff and bandit warnings about binding every interface do not apply here).
+        # The router reaches the process from outside its container or dyno.
         host="0.0.0.0",  # noqa: S104  # nosec B104
         port=settings.port,
         workers=settings.web_concurrency,
-        # Trust X-Forwarded-Proto/For only from these proxies, so url_for builds https:// links behind TLS.
+        # Trusted only from these proxies, so url_for builds https:// links behind TLS.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        # Our root handler formats every line (see logs.py); uvicorn must not install its own.
+        # The service's handler formats every line (logs.py).
         log_config=None,
-        # The request-id middleware writes one access line per request, with the request id on it.
+        # The request-id middleware writes the access line, with the request id.
         access_log=False,
-        # Finish in-flight requests after SIGTERM, but never past the platform's kill deadline.
+        # Drain after SIGTERM, within the platform's kill deadline.
         timeout_graceful_shutdown=settings.graceful_timeout,
-        # Don't advertise the server software to clients.
+        # Don't advertise the server software.
         server_header=False,
     )
 
@@ -105,9 +92,7 @@ def web() -> None:
 def worker() -> None:
     """Run jobs from the queue (the Procfile's `worker` process); SIGTERM requeues what cannot finish."""
     stop_cleanly_while_starting()
-    # Platforms send SIGTERM to every process in the container, pool children included. Remapped, the
-    # children ignore it and finish the job in hand, and Celery cancels a job with SIGQUIT (jobs/worker.py).
-    # billiard reads the remapping when it is first imported: the worker module is imported only below.
+    # Before billiard's first import, which reads the remapping (jobs/worker.py).
     from .settings import remap_sigterm_for_job_pool
 
     remap_sigterm_for_job_pool()
@@ -163,7 +148,7 @@ def release() -> None:
     settings = load_or_exit()
     from .checks import Severity, audit
 
-    # The same audit as `check`; its findings become log events, so stdout stays one event per line.
+    # Findings as log events: stdout stays one event per line.
     report = audit(lambda: settings)
     for finding in report.findings:
         level = logging.WARNING if finding.severity == Severity.WARNING else logging.ERROR
@@ -260,5 +245,5 @@ def redrive(event_ids: tuple[str, ...], all_failed: bool) -> None:
         click.echo(f"{event_id}\tre-driven")
     missing = sorted(set(event_ids) - set(redriven))
     if missing:
-        # Unknown, or already delivered: say so, and fail, so a script notices.
+        # Fail, so a script notices.
         raise click.ClickException(f"Not re-driven (unknown or delivered): {', '.join(missing)}")

@@ -1,9 +1,4 @@
-"""Factor XI: logs are one stream of events on stdout, and the platform routes them.
-
-Every process type calls `configure_logging()` once at start. It installs a single handler on the root
-logger; uvicorn's loggers (run with `log_config=None`) and, later, Celery's propagate into it, so each event
-is written once, in one format. Nothing here opens a file.
-"""
+"""Factor XI: logs are one stream of events on stdout, and the platform routes them."""
 
 from __future__ import annotations
 
@@ -15,11 +10,9 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
-# The id of the request (or job) being handled; set by the web middleware, read by every log line.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
-# (uvicorn adds `color_message`, a copy of the message with terminal colour codes.)
+# Anything else on a record came from `extra=` and is a field (uvicorn's `color_message` is not).
 STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
     "message",
     "asctime",
@@ -29,7 +22,7 @@ STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
 
 
 class ContextFilter(logging.Filter):
-    """Stamps each record with the release that wrote it and the request (or job) it was written for."""
+    """Stamps each record with the release and the request (or job) id."""
 
     def __init__(self, release: str | None) -> None:
         super().__init__()
@@ -42,11 +35,7 @@ class ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: what log routers and search tools parse without configuration.
-
-    The web process formats one line per request, so this does as little as it can per line: the encoder is
-    built once, and the date-and-second part of the time once per second.
-    """
+    """One JSON object per line: log routers parse it without configuration."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,14 +70,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """A line a person can read in a terminal, with the same fields as the JSON form."""
-
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        # A person at a terminal knows which release they run; every other field is shown.
+        # A person at a terminal knows which release they run.
         fields = {
             key: value
             for key, value in vars(record).items()
@@ -105,18 +92,14 @@ def configure_logging(
     release: str | None = None,
     filters: Sequence[logging.Filter] = (),
 ) -> None:
-    """Send every log record of this process to stdout, once, in the chosen format.
-
-    `filters` add fields to every line: telemetry's trace and span ids, when tracing is on.
-    """
+    """Send every log record of this process to stdout, once, in the chosen format."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter(release))
     for extra_fields in filters:
         handler.addFilter(extra_fields)
 
-    # Facts no line of ours carries, which every record would otherwise look up: the caller's file and line
-    # (a walk up the stack), the thread and the process (see "Optimization" in the logging documentation).
+    # No line carries the caller, thread or process: skip looking them up.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
@@ -128,15 +111,13 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
 
-    # uvicorn's loggers keep no handlers of their own and propagate to the root handler above.
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    # uvicorn writes access lines only if this logger has a handler; the request-id middleware writes ours.
+    # The request-id middleware writes the access lines.
     logging.getLogger("uvicorn.access").handlers.clear()
     logging.getLogger("uvicorn.access").propagate = False
-    # Python warnings become log events too, instead of bare text on stderr.
+    # Warnings as log events, not bare text on stderr.
     logging.captureWarnings(True)
-    # Alembic announces each of its built-in plugins at INFO whenever it is imported, as the web process
-    # does to compare schema revisions: an inventory of library internals that no operator acts on.
+    # Alembic lists its plugins at INFO on every import.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

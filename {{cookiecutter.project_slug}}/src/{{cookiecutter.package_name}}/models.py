@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Enum, Index, Integer, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Named constraints can be altered and dropped by later migrations; unnamed ones differ per database.
+# Later migrations can alter named constraints; unnamed ones differ per database.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -37,7 +37,7 @@ class Item(Base):
     id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[ItemStatus] = mapped_column(
-        # A VARCHAR with a CHECK constraint: adding a status later is a plain migration, no ALTER TYPE.
+        # A VARCHAR and a CHECK: a new status needs no ALTER TYPE.
         Enum(
             ItemStatus,
             native_enum=False,
@@ -49,7 +49,7 @@ class Item(Base):
         default=ItemStatus.PENDING,
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    # The job's result: a SHA-256 of the name, filled in when the item's job is done.
+    # The job's result.
     digest: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -57,25 +57,19 @@ class Item(Base):
 
 
 class OutboxJob(Base):
-    """A job recorded in the same transaction as the change it is for, kept until the broker has it.
-
-    See jobs/outbox.py: the web publishes it right after the commit and deletes the row; the clock's relay
-    publishes whatever is left (a publish that failed, a process that died first), retrying with backoff.
-    """
+    """A job recorded with the change it is for, kept until the broker has it (jobs/outbox.py)."""
 
     __tablename__ = "job_outbox"
-    # The relay asks for the jobs that are due, oldest first.
+    # The relay asks for the jobs that are due.
     __table_args__ = (Index("ix_job_outbox_due_at", "due_at"),)
 
     id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
-    # The Celery message name and its arguments, as `send_task` takes them.
     task: Mapped[str] = mapped_column(String(200))
     args: Mapped[list[Any]] = mapped_column(JSON)
-    # The request that recorded the job, so a relayed job's log lines still carry its id.
+    # A relayed job's log lines still carry it.
     request_id: Mapped[str | None] = mapped_column(String(128))
-    # Failed publishes so far; the relay waits longer after each one.
+    # Failed publishes so far: the relay's backoff.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # When the relay may next publish it: just after the web's own attempt, or after a backoff.
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -83,21 +77,18 @@ class OutboxJob(Base):
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
-    # Out of attempts, or refused by the receiver: waits for an operator (`<slug> events redrive`).
+    # Waits for an operator: `{{ cookiecutter.project_slug }} events redrive`.
     FAILED = "failed"
 
 
 class EventDelivery(Base):
-    """An event this service sends to the app at EVENTS_URL, and how its delivery went (events/outgoing.py).
-
-    Recorded in the transaction of the change it announces, together with the outbox job that delivers it.
-    """
+    """An event sent to the app at EVENTS_URL, and how its delivery went (events/outgoing.py)."""
 
     __tablename__ = "event_deliveries"
-    # `<slug> events list --status failed` is what an operator runs.
+    # For `{{ cookiecutter.project_slug }} events list --status failed`.
     __table_args__ = (Index("ix_event_deliveries_status", "status"),)
 
-    # A UUID: the receiver deduplicates by it, so it never changes between attempts.
+    # Receivers deduplicate by it: the same for every attempt.
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -112,7 +103,7 @@ class EventDelivery(Base):
         ),
         default=DeliveryStatus.PENDING,
     )
-    # Attempts since the event was recorded or last re-driven, and how the last one ended.
+    # Since it was recorded or last re-driven.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(200))
@@ -123,14 +114,13 @@ class EventDelivery(Base):
 
 
 class ReceivedEvent(Base):
-    """An event another app sent to POST /events, recorded once by its id (see events/incoming.py)."""
+    """An event another app sent to POST /events, recorded once by its id."""
 
     __tablename__ = "received_events"
 
-    # The sender's event id: the primary key is what makes a second delivery change nothing.
+    # The sender's id: a second delivery changes nothing.
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    # Set by the worker's job once it has acted on the event.
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

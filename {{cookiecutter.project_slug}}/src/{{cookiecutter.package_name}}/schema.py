@@ -1,12 +1,6 @@
 """Factors V and XII: the schema changes only in the release step, one release at a time.
 
-`upgrade_to_head()` is what `<slug> migrate` (the Procfile's `release` process) runs. It holds a PostgreSQL
-advisory lock for the whole upgrade, so two releases started together apply each migration once. The web
-process never migrates; it only compares the database's revision with the code's (see `/readyz`).
-
-Alembic is imported only by the functions that run it. The web process learns the code's revisions by
-reading the migration files' `revision` and `down_revision` lines instead: importing Alembic to do the
-same was about a quarter of its start-up (tests/test_migrations.py holds the two answers equal).
+The web reads the code's revisions from the migration files: Alembic's import costs start-up time.
 """
 
 from __future__ import annotations
@@ -23,11 +17,12 @@ from .database import create_sync_database_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Connection
 
     from .settings import Settings
 
 MIGRATIONS = f"{__package__}:migrations"
-# One lock per service: every release process of this service computes the same key.
+# Every release process of this service computes the same key.
 MIGRATION_LOCK_KEY = zlib.crc32(MIGRATIONS.encode())
 
 
@@ -40,7 +35,6 @@ def alembic_config() -> Config:
 
 
 def head_revisions() -> frozenset[str]:
-    """The revisions the code expects the database to be at, as Alembic reports them."""
     from alembic.script import ScriptDirectory
 
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
@@ -58,7 +52,6 @@ def revisions_in_files() -> dict[str, frozenset[str]]:
 
 
 def revision_ids(source: str) -> dict[str, Any]:
-    """The literal values of a migration's top-level `revision` and `down_revision` assignments."""
     assignments = (assignment(node) for node in ast.parse(source).body)
     return {
         name: ast.literal_eval(value)
@@ -76,10 +69,15 @@ def assignment(node: ast.stmt) -> tuple[str, ast.expr] | None:
     return None
 
 
+def current_revisions(connection: Connection) -> frozenset[str]:
+    """The revisions the database is at, as Alembic recorded them: none if it was never migrated."""
+    if not connection.dialect.has_table(connection, "alembic_version"):
+        return frozenset()
+    return frozenset(row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version")))
+
+
 @dataclasses.dataclass(frozen=True)
 class SchemaExpectation:
-    """What this code knows of the migrations: their heads, and every revision up to them."""
-
     heads: frozenset[str]
     known: frozenset[str]
 
@@ -93,9 +91,7 @@ class SchemaExpectation:
     def problem_with(self, current: frozenset[str]) -> str | None:
         """Why a database at `current` cannot serve this code, or None if it can.
 
-        A database at a revision this code has never heard of was migrated by a newer release. During a
-        rolling deploy the old processes keep serving it: migrations add before they remove (expand, then
-        contract), so the newer schema still fits the older code.
+        A newer release's schema still fits: migrations expand before they contract (rolling deploys).
         """
         if current == self.heads or (current and not current <= self.known):
             return None

@@ -1,12 +1,6 @@
-"""Factor III: all configuration comes from the environment, is validated once at start, and fails fast.
+"""Factor III: all configuration comes from the environment, validated once at start; bad values stop it.
 
-This is the only module that reads (or writes) environment variables; ruff's banned-API rule holds every
-other module to that. `load_settings()` is called by the entry point of each process (see `cli.py`), never
-at import, and the resulting frozen `Settings` is passed down explicitly to the web app, the engines and
-the commands.
-
-Validation is deferred (`Env(eager=False)` then `seal()`), so one start-up error names every missing or
-invalid variable at once instead of making you fix them one restart at a time.
+Only this module reads the environment; the entry points (`cli.py`) pass `Settings` down.
 """
 
 from __future__ import annotations
@@ -27,35 +21,29 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 LogFormat = Literal["json", "console"]
-# What database.py builds engines for: PostgreSQL (platforms hand out postgres://), and SQLite for the demo.
+# Platforms hand out postgres://; SQLite is for the demo.
 SUPPORTED_DATABASE_BACKENDS = ("postgres", "postgresql", "sqlite")
 
-# Values that appear in examples and tutorials; a key anyone can read signs nothing.
+# From examples and tutorials: a key anyone can read signs nothing.
 PLACEHOLDER_SECRETS = ("change-me", "changethis", "secret", "dev")
 SECRET_FIELDS = frozenset({"secret_key", "events_secret", "events_secret_previous", "sentry_dsn"})
 URL_FIELDS = frozenset({"redis_url", "broker_url", "events_url"})
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-# Job brokers: Redis in production; kombu's SQLAlchemy transport (`sqla+sqlite:///...`) for a run with no
-# servers at all, where the queue lives in a local file.
+# kombu's SQLAlchemy transport: a run with no servers at all.
 BROKER_SCHEMES = (*REDIS_SCHEMES, "sqla+sqlite", "sqla+postgresql")
-# Another app attached by URL, like any backing service (factor IV): where `item.done` events go.
 EVENTS_SCHEMES = ("http", "https")
 SECRET_RULE = Length(
     min=32,
     error="Must be at least {min} characters; generate one with "
     "python -c 'import secrets; print(secrets.token_urlsafe(48))'.",
 )
-# The name traces and error reports carry unless OTEL_SERVICE_NAME says otherwise.
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
-# Trace exporters: OTLP to a collector or vendor, console (spans on stdout) to look at them, none.
 TRACES_EXPORTERS = ("otlp", "console", "none")
-# OTLP over HTTP with protobuf is what every collector and vendor accepts; gRPC would need another package.
+# Every collector and vendor accepts it; gRPC would need another package.
 OTLP_PROTOCOLS = ("http/protobuf",)
 
 
 class ConfigurationError(Exception):
-    """Every problem found in the environment, keyed by variable name."""
-
     def __init__(self, problems: dict[str, list[str]]) -> None:
         self.problems = problems
         lines = [f"  {name}: {' '.join(messages)}" for name, messages in sorted(problems.items())]
@@ -84,7 +72,7 @@ class Settings:
     release_id: str
     allowed_hosts: tuple[str, ...]
     max_body_bytes: int
-    # May carry credentials (https://user:password@...): shown only masked, by `displayed()`.
+    # May carry credentials: shown only masked, by `displayed()`.
     events_url: str | None = dataclasses.field(repr=False)
     events_secret: str | None = dataclasses.field(repr=False)
     events_secret_previous: str | None = dataclasses.field(repr=False)
@@ -100,30 +88,36 @@ class Settings:
 
     @property
     def event_secrets(self) -> tuple[str, ...]:
-        """The secrets an incoming event may be signed with: the current one first (it signs outgoing
-        events), then the previous one while a rotation is under way."""
+        """The current secret, then the previous one during a rotation."""
         return tuple(secret for secret in (self.events_secret, self.events_secret_previous) if secret)
 
     @property
     def tracing(self) -> bool:
-        """Whether this process records and exports traces (the OpenTelemetry variables say so)."""
         return self.otel_traces_exporter != "none"
 
     @property
     def metrics(self) -> bool:
-        """Whether this process serves Prometheus metrics, on METRICS_PORT."""
         return self.metrics_port is not None
 
     @property
     def job_broker_url(self) -> str:
-        """Where jobs are queued: BROKER_URL if set, else REDIS_URL (load_settings ensures one of them)."""
         broker = self.broker_url or self.redis_url
         if broker is None:
             raise ConfigurationError({"REDIS_URL": ["Environment variable not set."]})
         return broker
 
+    @property
+    def embedded_broker(self) -> bool:
+        """kombu's SQLAlchemy transport: the queue is a database table, with no broker server."""
+        return self.job_broker_url.startswith("sqla+")
+
+    @property
+    def local_broker(self) -> bool:
+        """In a SQLite file, which only this host's processes reach."""
+        return self.job_broker_url.startswith("sqla+sqlite")
+
     def displayed(self) -> Iterator[tuple[str, str]]:
-        """(VARIABLE, value) pairs safe to print or log: secrets and URL passwords are masked."""
+        """(VARIABLE, value) pairs safe to print: secrets and URL passwords masked."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in SECRET_FIELDS:
@@ -150,11 +144,7 @@ def mask_url_password(url: str) -> str:
 
 
 def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
-    """Read and validate every setting, raising one `ConfigurationError` that names all problems.
-
-    `dotenv` is read only if it exists, only from the path given (never from parent folders), and never
-    overrides a variable that is already exported: the real environment always wins.
-    """
+    """Every setting, validated; one `ConfigurationError` names all problems."""
     env = Env(eager=False)
     if dotenv is not None and dotenv.is_file():
         env.read_env(dotenv, recurse=False, override=False)
@@ -169,9 +159,9 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
     env.add_parser("optional_path", _parse_optional_path)
 
     values: dict[str, Any] = {
-        # Backing services are attached by URL (factor IV); there is deliberately no default.
+        # Factor IV: attached by URL, deliberately with no default.
         "database_url": env.database_url("DATABASE_URL"),
-        # Redis is the job broker (Heroku's Redis add-on sets REDIS_URL) unless BROKER_URL names another.
+        # Heroku's Redis add-on sets it; BROKER_URL, if set, wins.
         "redis_url": env.redis_url("REDIS_URL", None),
         "broker_url": env.broker_url("BROKER_URL", None),
         # Shared by every process of one deploy; a per-process random default would break factor VI.
@@ -181,65 +171,56 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         ),
         # The platform's router sends traffic to $PORT (factor VII).
         "port": env.int("PORT", 8000, validate=Range(min=1, max=65535)),
-        # Heroku sets this from the dyno size; scale out with more processes rather than more workers.
+        # Heroku sets it from the dyno size; scale out with processes, not workers.
         "web_concurrency": env.int("WEB_CONCURRENCY", 1, validate=Range(min=1, max=64)),
-        # Proxies whose X-Forwarded-* headers are trusted; "*" on Heroku, whose router is the only client.
+        # "*" on Heroku, whose router is the only client.
         "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        # "*" lets any client forge its address and scheme unless a proxy is the only way in: `check` refuses
-        # it until the deploy says so here, explicitly.
+        # "*" lets clients forge their address unless a router is the only way in.
         "forwarded_allow_all": env.bool("FORWARDED_ALLOW_ALL", False),
         "log_level": env.log_level("LOG_LEVEL", logging.INFO),
-        # json for machines (production), console for people (a terminal).
+        # json for machines; console for people at a terminal.
         "log_format": env.str("LOG_FORMAT", "json", validate=OneOf(["json", "console"])),
-        # Connections kept per engine (the web has two: reads, writes); writes may open the overflow too.
+        # Per engine; the web has two (reads, writes), and only writes overflow.
         "db_pool_size": env.int("DB_POOL_SIZE", 10, validate=Range(min=1)),
         "db_max_overflow": env.int("DB_MAX_OVERFLOW", 10, validate=Range(min=0)),
         # Heroku and Kubernetes kill a process 30 s after SIGTERM; drain within that.
         "graceful_timeout": env.int("GRACEFUL_TIMEOUT", 20, validate=Range(min=0, max=29)),
-        # Job processes per worker; scale further by running more worker processes (factor VIII).
+        # Scale out with more worker processes (factor VIII).
         "worker_concurrency": env.int("WORKER_CONCURRENCY", 2, validate=Range(min=1, max=64)),
-        # Seconds a job may run before it is killed; the broker redelivers unfinished jobs only after twice
-        # this, so a job still running is never handed to a second worker.
+        # The broker redelivers an unfinished job only after twice this (jobs/celery_app.py).
         "job_time_limit": env.int("JOB_TIME_LIMIT", 300, validate=Range(min=1)),
-        # Which build this process runs (factor V): the image's build argument, else Heroku's release number
-        # (with its runtime-dyno-metadata feature on); shown by GET /version and on every log line.
+        # Factor V: the image's build argument, else Heroku's release number (runtime-dyno-metadata).
         "release_id": env.str("RELEASE_ID", "") or env.str("HEROKU_RELEASE_VERSION", "") or "unknown",
-        # --- Events: another app attached by URL (events/outgoing.py sends, events/incoming.py receives) ---
-        # Where `item.done` events are POSTed; unset, the service is detached and sends nothing.
+        # --- Events (events/) ---
+        # Unset: detached, nothing is sent.
         "events_url": env.events_url("EVENTS_URL", None),
-        # Shared with the other app: signs outgoing events and verifies incoming ones (HMAC-SHA256).
+        # Shared with the other app: signs outgoing events, verifies incoming ones.
         "events_secret": env.str("EVENTS_SECRET", "", validate=_optional(SECRET_RULE)) or None,
-        # During a rotation, the old secret: still accepted on incoming events, never used to sign.
+        # The old secret during a rotation: still accepted, never used to sign.
         "events_secret_previous": env.str("EVENTS_SECRET_PREVIOUS", "", validate=_optional(SECRET_RULE))
         or None,
-        # Deliveries of one event before it is marked failed for an operator to re-drive; with backoff
-        # capped at 10 minutes, the default keeps trying for about an hour.
+        # With backoff capped at 10 minutes: about an hour before an operator steps in.
         "events_max_attempts": env.int("EVENTS_MAX_ATTEMPTS", 12, validate=Range(min=1, max=100)),
-        # --- Hostile input and security (web process) ---
-        # Host names this service answers to; any other Host header gets a 400, so a forged Host never reaches
-        # the app (nor links or caches built from it). Probes are exempt: Kubernetes sends the pod's IP.
-        # Comma-separated; "*.example.com" matches its subdomains; "*" turns the check off.
+        # --- Hostile input ---
+        # A forged Host never reaches links or caches. "*.example.com" matches subdomains, "*" anything.
         "allowed_hosts": env.allowed_hosts("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"),
-        # Bodies larger than this are refused (413) before more of them is read; an item is far smaller.
+        # Larger bodies are refused (413) unread; an item is far smaller.
         "max_body_bytes": env.int(
             "MAX_BODY_BYTES", 1024 * 1024, validate=Range(min=1024, max=100 * 1024 * 1024)
         ),
-        # Telemetry: each part is off, and its libraries never imported, until these variables turn it on.
-        # The standard OpenTelemetry variables: an OTLP endpoint alone turns traces on (base URL of a
-        # collector, such as http://collector:4318; spans go to its /v1/traces).
+        # --- Telemetry: each part off, its libraries not even imported, until set ---
+        # An OTLP endpoint alone turns traces on (a collector's base URL).
         "otel_exporter_otlp_endpoint": env.http_url("OTEL_EXPORTER_OTLP_ENDPOINT", None),
         "otel_traces_exporter": env.str("OTEL_TRACES_EXPORTER", "", validate=OneOf(["", *TRACES_EXPORTERS])),
         "otel_exporter_otlp_protocol": env.str(
             "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", validate=OneOf(OTLP_PROTOCOLS)
         ),
         "otel_service_name": env.str("OTEL_SERVICE_NAME", SERVICE_NAME, validate=Length(min=1)),
-        # Prometheus metrics on their own port, never the public one; each process type serves the sum over
-        # its processes (uvicorn's and Celery's), which write to PROMETHEUS_MULTIPROC_DIR.
+        # Never the public port.
         "metrics_port": env.optional_port("METRICS_PORT", None),
         "prometheus_multiproc_dir": env.optional_path("PROMETHEUS_MULTIPROC_DIR", None),
-        # Error reports: Sentry (or anything that speaks its protocol) when a DSN is given.
         "sentry_dsn": env.http_url("SENTRY_DSN", None),
-        # Request bodies may hold personal data; they leave the service only if this says so.
+        # Request bodies may hold personal data.
         "sentry_send_request_bodies": env.bool("SENTRY_SEND_REQUEST_BODIES", False),
     }
     problems: dict[str, list[str]] = {}
@@ -260,7 +241,6 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
 
 
 def _telemetry_problems(values: dict[str, Any], problems: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Combinations of telemetry variables that cannot work, found before any process starts."""
     found: dict[str, list[str]] = {}
     if values["otel_traces_exporter"] == "otlp" and not values["otel_exporter_otlp_endpoint"]:
         found["OTEL_EXPORTER_OTLP_ENDPOINT"] = ["Must be set when OTEL_TRACES_EXPORTER is otlp."]
@@ -351,7 +331,7 @@ def _optional(rule: Length) -> Callable[[str], None]:
     return check
 
 
-# A host name, an IPv4 address or a bracketed IPv6 address, optionally "*." first: no port, path or space.
+# A host name, IPv4 or [IPv6] address, optionally "*." first.
 HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])")
 
 
@@ -370,14 +350,9 @@ def _parse_allowed_hosts(value: str) -> tuple[str, ...]:
 
 
 def environment_names() -> list[str]:
-    """The environment variables `load_settings` reads, in declaration order."""
     return [field.name.upper() for field in dataclasses.fields(Settings)]
 
 
 def remap_sigterm_for_job_pool() -> None:
-    """Make Celery's pool children ignore SIGTERM, so the worker's main process decides how to stop.
-
-    The one variable this service writes: billiard (Celery's pool) reads REMAP_SIGTERM when it is first
-    imported, so `<slug> worker` calls this before importing the worker module (see cli.py).
-    """
+    """Pool children ignore SIGTERM (jobs/worker.py); billiard reads this when imported."""
     os.environ["REMAP_SIGTERM"] = "SIGQUIT"

@@ -1,12 +1,6 @@
-"""Incoming events: POST /events, where another app attached by URL sends signed events (events/signing.py).
+"""Incoming events: POST /events, where another app sends signed events (events/signing.py).
 
-Answers, in the order they are checked (a sender retries only network errors, 5xx and 429):
-- 401: the X-Event-Signature header is missing or matches none of the secrets (EVENTS_SECRET, and
-  EVENTS_SECRET_PREVIOUS during a rotation), or no secret is configured. Nothing is read further.
-- 422: signed, but not an event (JSON with `id`, `type`, `timestamp`, `data`).
-- 400: the timestamp is more than `TOLERANCE` away from now: a stale (or replayed) request.
-- 202: a new event, recorded with a job for the worker, which does the work (tasks.handle_event).
-- 200: an event id already recorded: a redelivery or a replay; nothing changes.
+In order: 401 unsigned (nothing more is read), 422 not an event, 400 stale, 202 new, 200 a duplicate.
 """
 
 from __future__ import annotations
@@ -26,25 +20,23 @@ from ..jobs.tasks import HANDLE_EVENT
 from ..logs import request_id
 from ..models import ReceivedEvent
 from ..web.items import plain_text
+from ..web.openapi import ERROR, JSON, ApiPart, json_response
 from ..web.resources import Resources
 from . import signing
 
-# How far an event's timestamp may be from this process's clock: covers clock skew between the apps and
-# the time an attempt spends in flight; an older request is refused even with a valid signature.
+# Clock skew plus time in flight; an older request is refused, signed or not.
 TOLERANCE = 300
 
 
 class IncomingEvent(Schema):
     id = fields.String(required=True, validate=[validate.Length(min=1, max=100), plain_text])
     type = fields.String(required=True, validate=[validate.Length(min=1, max=64), plain_text])
-    # Unix seconds; bounded, so a huge number is a 422 rather than an overflow in the window check.
+    # Bounded: a huge number is a 422, not an overflow.
     timestamp = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10**12))
     data = fields.Dict(required=True)
 
 
 class EventReceipt(Schema):
-    """The answer to an accepted (202) or repeated (200) event."""
-
     id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
 
@@ -63,7 +55,7 @@ async def receive_event(request: Request) -> JSONResponse:
         if await session.get(ReceivedEvent, event["id"]) is not None:
             return already_recorded(event["id"])
         session.add(ReceivedEvent(id=event["id"], type=event["type"], data=event["data"]))
-        # Recorded with the event: the worker acts on it even if the broker is down right now.
+        # With the event: the worker acts on it even if the broker is down.
         job = record_job(HANDLE_EVENT, [event["id"]], request_id.get())
         session.add(job)
         try:
@@ -85,3 +77,31 @@ def parse(body: bytes) -> dict[str, Any]:
 
 def already_recorded(event_id: str) -> JSONResponse:
     return JSONResponse({"id": event_id, "status": "duplicate"}, status_code=200)
+
+
+# The route's entry in /openapi.json, which the app factory adds with the route itself.
+API = ApiPart(
+    {
+        "/events": {
+            "post": {
+                "summary": "An event from another app, signed with the shared secret",
+                "parameters": [
+                    {
+                        "in": "header",
+                        "name": "X-Event-Signature",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "sha256=<hex HMAC-SHA256 of the raw body>; wrong or missing: 401",
+                    }
+                ],
+                "requestBody": {"required": True, "content": {JSON: {"schema": "IncomingEvent"}}},
+                "responses": {
+                    "202": json_response("A new event, recorded for the worker", "EventReceipt"),
+                    "200": json_response("An event id already recorded: nothing changed", "EventReceipt"),
+                    **ERROR,
+                },
+            }
+        },
+    },
+    {"IncomingEvent": IncomingEvent, "EventReceipt": EventReceipt},
+)

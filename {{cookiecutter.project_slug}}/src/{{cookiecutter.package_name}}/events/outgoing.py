@@ -1,21 +1,7 @@
-"""Outgoing events: another app attached by URL (EVENTS_URL) hears when an item is done, reliably.
+"""Outgoing events: the app at EVENTS_URL (factor IV) hears when an item is done, reliably.
 
-1. `record_item_done` adds an `EventDelivery` row and an outbox job to deliver it, in the transaction that
-   marks the item done (see jobs/tasks.py): if the item is done, its event will be delivered, whatever fails.
-2. The clock's relay publishes the job; the worker runs `Delivery.deliver`: one signed POST with timeouts.
-3. Its outcome decides what follows (`judge`): 2xx is delivered; a network error, 5xx or 429 is retried
-   (a new outbox job, due after an exponential backoff with jitter, or after the receiver's Retry-After);
-   any other 4xx will not get better by itself, so it is failed at once, as is the last allowed attempt.
-4. A failed event waits for an operator: `<slug> events list --status failed`, then, once the receiver
-   is fixed, `<slug> events redrive ID...` (factor XII), which gives it a fresh set of attempts.
-
-Each attempt carries the same event id, so a receiver that got an event but whose answer was lost
-deduplicates the retry. Each attempt is signed afresh with the time it was sent (see events/signing.py).
-
-HTTP client: httpx2 (a maintained httpx line; Starlette's TestClient already uses it, so the service
-depends on one HTTP stack, not two). It sets connect and read timeouts separately, pools connections
-with hard limits, and one `Client` per worker process is created on first use (after the fork) and
-closed when the process stops.
+Network errors, 5xx, 408, 425 and 429 are retried with backoff; any other 4xx waits for an operator.
+httpx2 because Starlette's TestClient already uses it: one HTTP stack.
 """
 
 from __future__ import annotations
@@ -41,20 +27,16 @@ from . import signing
 
 logger = logging.getLogger(__name__)
 
-# Message name of the job that makes one delivery attempt.
 DELIVER_EVENT = "events.deliver"
 ITEM_DONE = "item.done"
-# A receiver that does not accept a connection within 5 s is down; one that takes over 10 s to answer
-# is treated as down too (the event is retried), so a stuck receiver cannot hold a worker's pool process.
+# A slow receiver is down (retried later): it cannot hold a pool process.
 TIMEOUT = httpx2.Timeout(connect=5.0, read=10.0, write=10.0, pool=5.0)
-# A pool process makes one delivery at a time; a couple of kept-alive connections serve its retries.
+# One delivery at a time per pool process.
 LIMITS = httpx2.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30.0)
-# Backoff between attempts: 1, 2, 4 ... s, at most 10 minutes, each with jitter (below).
 FIRST_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 600.0
-# A receiver's Retry-After is honoured up to this long.
 MAX_RETRY_AFTER = 3600.0
-# Statuses that say "try again later"; every other 4xx says the request itself is wrong.
+# "Try again later"; any other 4xx says the request is wrong.
 RETRIED_STATUSES = frozenset({408, 425, 429})
 
 
@@ -63,11 +45,7 @@ def now() -> datetime:
 
 
 def record_item_done(session: Session, item: Item) -> OutboxJob:
-    """Record the `item.done` event and the job delivering it, in `session`'s transaction.
-
-    The worker publishes the job after its commit, as the web does its jobs (see jobs/outbox.py); the
-    clock's relay takes over if that publish fails.
-    """
+    """The event and its delivery job, in `session`'s transaction."""
     data = {"id": item.id, "name": item.name, "status": item.status.value, "digest": item.digest}
     event = EventDelivery(id=str(uuid.uuid4()), type=ITEM_DONE, data=data, attempts=0)
     session.add(event)
@@ -77,7 +55,6 @@ def record_item_done(session: Session, item: Item) -> OutboxJob:
 
 
 def body(event: EventDelivery, sent_at: datetime) -> bytes:
-    """The bytes POSTed (and signed): the event's id, type and data, and the time of this attempt."""
     document = {"id": event.id, "type": event.type, "timestamp": int(sent_at.timestamp()), "data": event.data}
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
@@ -90,8 +67,6 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Attempt:
-    """How one POST ended: an HTTP status, or the network error that stopped it."""
-
     status: int | None
     error: str | None = None
     retry_after: float | None = None
@@ -106,11 +81,7 @@ class Attempt:
 
 
 def retry_delay(attempts: int, retry_after: float | None, rng: random.Random) -> float:
-    """Seconds before the next attempt, after `attempts` attempts.
-
-    "Equal jitter": half the exponential delay, plus a random part of the other half, so the retries of
-    many events that failed together (a receiver's outage) spread out instead of arriving at once.
-    """
+    """Seconds before the next attempt; "equal jitter" spreads out events that failed together."""
     ceiling = min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * float(1 << min(attempts - 1, 30)))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
     if retry_after is not None:
@@ -119,7 +90,7 @@ def retry_delay(attempts: int, retry_after: float | None, rng: random.Random) ->
 
 
 def parse_retry_after(value: str | None, at: datetime) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date (RFC 9110)."""
+    """Retry-After in seconds, given as seconds or as an HTTP date (RFC 9110)."""
     if not value:
         return None
     if value.strip().isdigit():
@@ -132,7 +103,7 @@ def parse_retry_after(value: str | None, at: datetime) -> float | None:
 
 
 def post(client: httpx2.Client, url: str, secret: str, event: EventDelivery) -> Attempt:
-    """One signed POST of `event`; never raises for the receiver's or the network's failures."""
+    """One signed POST; never raises for the receiver's or the network's failures."""
     sent_at = now()
     content = body(event, sent_at)
     headers = {"Content-Type": "application/json", signing.SIGNATURE_HEADER: signing.sign(content, secret)}
@@ -145,18 +116,16 @@ def post(client: httpx2.Client, url: str, secret: str, event: EventDelivery) -> 
 
 
 class Delivery:
-    """The worker's side: delivers events with one HTTP client per process."""
-
     def __init__(self, engine: Engine, settings: Settings, rng: random.Random | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        # Jitter spreads retries out; nothing secret depends on it, so no cryptographic generator.
+        # Nothing secret depends on jitter.
         self.rng = rng or random.Random()  # noqa: S311  # nosec B311
         self._client: httpx2.Client | None = None
 
     @property
     def client(self) -> httpx2.Client:
-        # Created on first use, in the process that uses it: connections never cross a fork.
+        # Created after the fork: connections never cross one.
         if self._client is None:
             self._client = httpx2.Client(timeout=TIMEOUT, limits=LIMITS, follow_redirects=False)
         return self._client
@@ -167,14 +136,14 @@ class Delivery:
             self._client = None
 
     def deliver(self, event_id: str) -> Verdict | None:
-        """Make one attempt, record it, and schedule the next if one is due. None if nothing to do."""
+        """One attempt, recorded, and the next scheduled if due; None if nothing to do."""
         url, secret = self.settings.events_url, self.settings.events_secret
         with Session(self.engine) as session:
             event = session.get(EventDelivery, event_id)
             if event is None or event.status is not DeliveryStatus.PENDING:
                 return None
             if url is None or secret is None:
-                # Detached since the event was recorded: it stays pending, for a re-drive once attached.
+                # Detached since it was recorded: pending, for a re-drive.
                 logger.warning("Event %s not sent: detached", event_id, extra={"event_id": event_id})
                 return None
             session.expunge(event)
@@ -193,7 +162,7 @@ class Delivery:
         }[verdict]
         outcome = {"attempts": attempts, "status": status, "last_status": attempt.status}
         with Session(self.engine) as session, session.begin():
-            # Only if no other delivery of the same job recorded an attempt meanwhile (a redelivered job).
+            # Unless a redelivered job recorded an attempt meanwhile.
             recorded = session.execute(
                 update(EventDelivery)
                 .where(EventDelivery.id == event.id, EventDelivery.attempts == event.attempts)
@@ -217,10 +186,7 @@ def log_attempt(event_id: str, attempts: int, attempt: Attempt, verdict: Verdict
 
 
 def redrive(session: Session, event_ids: list[str] | None) -> list[str]:
-    """Give failed events (those in `event_ids`, or all) a fresh set of attempts; returns their ids.
-
-    Pending events named in `event_ids` are re-driven too (say, events recorded while detached).
-    """
+    """Fresh attempts for the failed events, or those named (pending ones too); returns their ids."""
     statement = select(EventDelivery).where(EventDelivery.status != DeliveryStatus.DELIVERED)
     if event_ids is None:
         statement = statement.where(EventDelivery.status == DeliveryStatus.FAILED)

@@ -1,10 +1,4 @@
-"""Signed events between apps: HMAC-SHA256 over the raw request body, with a secret both apps share.
-
-The body carries the event's id and timestamp, so the signature covers them too: a receiver that checks
-the signature can trust the timestamp (to refuse stale replays) and the id (to refuse duplicates).
-Rotation: sign with the current secret; verify against the current and the previous one, so both apps
-can change secrets one at a time without losing an event.
-"""
+"""Signed events: HMAC-SHA256 of the raw body, id and timestamp included, with a secret both apps share."""
 
 from __future__ import annotations
 
@@ -12,13 +6,12 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-# The request header carrying the signature: `sha256=<hex digest of the raw body>`.
+# `sha256=<hex digest of the raw body>`.
 SIGNATURE_HEADER = "X-Event-Signature"
 SCHEME = "sha256="
 
 
 def sign(body: bytes, secret: str) -> str:
-    """The signature header's value for `body`."""
     return SCHEME + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

@@ -1,2 +1,1 @@
-"""The job path: the web records a job in the outbox, the relay and the web publish it to the queue, the
-worker runs it (factors VI, VIII, IX)."""
+"""Jobs: recorded in the outbox, published to the queue, run by the worker (factors VI, VIII, IX)."""

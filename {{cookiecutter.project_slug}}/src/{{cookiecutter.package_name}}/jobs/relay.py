@@ -1,9 +1,6 @@
-"""The outbox relay: publishes the jobs the web could not (see jobs/outbox.py), for as long as it takes.
+"""The outbox relay: publishes the jobs the web could not, for as long as it takes.
 
-It runs as a thread of the clock process, the one process type that publishes work on its own. It must
-keep working while the broker is down, so it cannot be a periodic Celery job: that would itself need
-the broker to reach a worker. Run one clock; a second one's relay claims other rows (SKIP LOCKED), so it
-is harmless.
+A thread of the clock, not a Celery job: it must keep working while the broker is down.
 """
 
 from __future__ import annotations
@@ -22,15 +19,12 @@ from . import outbox
 
 logger = logging.getLogger(__name__)
 
-# How often the relay looks for due jobs: the delay a job waits, beyond its backoff, to be relayed.
+# The most a due job waits, beyond its backoff, to be relayed.
 POLL_SECONDS = 1.0
-# After a round failed (the database unreachable, say), wait this long before the next.
 FAILED_ROUND_PAUSE_SECONDS = 5.0
 
 
 class OutboxRelay:
-    """Publishes due outbox jobs in a background thread until `stop()`."""
-
     def __init__(self, engine: Engine, celery: Celery) -> None:
         self.engine = engine
         self.celery = celery
@@ -72,7 +66,7 @@ class OutboxRelay:
         return 0.0 if round_.published == outbox.RELAY_BATCH else POLL_SECONDS
 
     def publish(self, job: OutboxJob) -> None:
-        # The job's log lines carry the id of the request that recorded it, as on the fast path.
+        # The recording request's id, as on the fast path.
         token = request_id.set(job.request_id)
         try:
             self.celery.send_task(job.task, args=job.args)

@@ -1,48 +1,46 @@
 """The jobs' work, as plain functions of a database session: testable without Celery or a broker.
 
-Every job is idempotent. The worker acknowledges a message only after its job ran (see jobs/worker.py), so a
-job can be delivered twice (a worker lost mid-job, a process that died between publishing a job and
-recording that in the outbox); running it twice must leave the same result as running it once.
+Every job is idempotent: messages are acknowledged only after their job ran, so one can arrive twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..events import outgoing as events
 from ..models import Item, ItemStatus, ReceivedEvent
 
-# Message names: the contract between the web process (which sends them) and the worker (which runs them).
+# Message names: a contract between the senders and the worker.
 PROCESS_ITEM = "items.process"
 HANDLE_EVENT = "events.handle"
 
 
-def process_item(session: Session, item_id: int, announce: bool = False) -> bool:
+def process_item(
+    session: Session, item_id: int, announce: Callable[[Session, Item], object] | None = None
+) -> bool:
     """Compute the item's digest and mark it done. False if there was nothing to do (unknown or done).
 
-    With `announce` (EVENTS_URL set), the `item.done` event is recorded in the same transaction.
-    """
-    # The row lock makes two deliveries of one job running at once take turns; the second then sees `done`.
+    `announce` records, in the same transaction, that the item is done (events/outgoing.py, when on)."""
+    # Two deliveries of one job take turns; the second sees `done`.
     statement = select(Item).where(Item.id == item_id).with_for_update()
     item = session.execute(statement).scalar_one_or_none()
     if item is None or item.status is ItemStatus.DONE:
         return False
     item.digest = hashlib.sha256(item.name.encode()).hexdigest()
     item.status = ItemStatus.DONE
-    if announce:
-        events.record_item_done(session, item)
+    if announce is not None:
+        announce(session, item)
     return True
 
 
 def handle_event(session: Session, event_id: str) -> bool:
-    """Act on an event another app sent (events/incoming.py recorded it). False if already handled.
+    """Act on an event another app sent (events/incoming.py). False if already handled.
 
-    The example's action is to mark it handled; a real service would update its own data here, in the
-    same transaction, so the mark and the work commit together.
+    A real service would do its work here, to commit together with the mark.
     """
     statement = select(ReceivedEvent).where(ReceivedEvent.id == event_id).with_for_update()
     event = session.execute(statement).scalar_one_or_none()

@@ -23,7 +23,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 def main() -> None:
-    # `<slug> migrate` hands over a connection that already holds the migration lock.
+    # `{{ cookiecutter.project_slug }} migrate` hands over a connection holding the migration lock.
     connection = context.config.attributes.get("connection")
     if connection is not None:
         run_migrations(connection)

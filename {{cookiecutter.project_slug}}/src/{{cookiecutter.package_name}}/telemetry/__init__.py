@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..settings import Settings
 
+# For the last spans, then the last error reports: well inside the platform's 30 s.
+FLUSH_SECONDS = 5.0
+
 
 def log_filters(settings: Settings) -> list[logging.Filter]:
-    """What telemetry adds to every log line: the trace and span ids, when tracing is on."""
+    """Trace and span ids on every log line, when tracing is on."""
     if not settings.tracing:
         return []
     from .tracing import TraceIdFilter

@@ -1,11 +1,4 @@
-"""Error reports (Sentry): every unhandled error of the web, the worker and the commands, with its context.
-
-Imported only when SENTRY_DSN is set. The SDK's default integrations find Starlette and Celery by
-themselves and catch what reaches `sys.excepthook` (the commands). Each report carries the release id,
-the request id (or the job's) and, with tracing on, the trace id, so one search finds its log lines and
-its trace. Nothing secret leaves: no local variables (they hold settings and URLs with passwords), no
-cookies or auth headers, no request bodies unless SENTRY_SEND_REQUEST_BODIES allows them.
-"""
+"""Error reports (Sentry): every unhandled error of the web, the worker and the commands, with its context."""
 
 from __future__ import annotations
 
@@ -17,17 +10,15 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from ..logs import request_id
 from ..settings import Settings
+from . import FLUSH_SECONDS
 
-# SQLAlchemy quotes a failed statement's parameters in its error message; they are user data (a request's
-# fields), so they stay out of reports like request bodies do.
+# SQLAlchemy quotes a failed statement's parameters: user data, kept out like request bodies.
 SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\n\(Background|\Z)", re.DOTALL)
 PARAMETERS_HIDDEN = "[parameters: hidden]"
-# Seconds the SDK may take to send what it holds when the process exits: well inside the platform's 30.
-FLUSH_SECONDS = 5.0
 
 
 def start_error_reports(settings: Settings) -> None:
-    """Report this process's unhandled errors (safe to call again in the same process: it replaces)."""
+    """Safe to call again in one process: it replaces the last setup."""
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
         release=settings.release_id,
@@ -37,10 +28,9 @@ def start_error_reports(settings: Settings) -> None:
         # Frames' locals would include the settings and connection URLs.
         include_local_variables=False,
         max_request_body_size="always" if settings.sentry_send_request_bodies else "never",
-        # Errors only: traces are OpenTelemetry's job here, and sampling them twice would cost twice.
+        # Errors only: traces are OpenTelemetry's job.
         traces_sample_rate=None,
-        # Logged errors stay breadcrumbs; an unhandled error is reported once, by the integration that
-        # caught it, not again for the log line that describes it.
+        # An unhandled error is reported once, not again for its log line.
         integrations=[LoggingIntegration(event_level=None)],
         shutdown_timeout=FLUSH_SECONDS,
         before_send=add_request_and_trace_ids if settings.tracing else add_request_id,
@@ -48,7 +38,7 @@ def start_error_reports(settings: Settings) -> None:
 
 
 def add_request_id(event: Any, hint: dict[str, Any]) -> Any:
-    """Tag the report with the request (or job) it happened in, and hide the SQL parameters it quotes."""
+    """Tag the request (or job) id; hide quoted SQL parameters."""
     for exception in event.get("exception", {}).get("values", []):
         if isinstance(exception.get("value"), str):
             exception["value"] = SQL_PARAMETERS.sub(PARAMETERS_HIDDEN, exception["value"])

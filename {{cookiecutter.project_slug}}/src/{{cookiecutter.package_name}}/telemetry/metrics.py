@@ -1,13 +1,6 @@
 """Metrics (Prometheus): requests, jobs, queue depth and database pool, summed over every process.
 
-Imported only when METRICS_PORT is set. Why Prometheus and not OTLP metrics: every platform scrapes a
-Prometheus endpoint (Kubernetes annotations, the OpenTelemetry Collector's own receiver, Grafana Agent),
-and a scrape needs no collector to be running for the numbers to exist.
-
-The classic pitfall is that uvicorn (WEB_CONCURRENCY) and Celery (WORKER_CONCURRENCY) run several
-processes, and each would count alone. prometheus-client's multiprocess mode fixes that: every process
-writes its values to files in PROMETHEUS_MULTIPROC_DIR, and the endpoint, served by the process that
-started the others, adds them up at each scrape. The endpoint listens on METRICS_PORT, never on PORT.
+Prometheus, not OTLP: every platform scrapes it, with no collector to run.
 """
 
 from __future__ import annotations
@@ -29,16 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..settings import Settings
 from ..web.routing import route_template
 
-# Every interface, as the web does: the scraper reaches the process from outside its container.
+# The scraper reaches the process from outside its container.
 METRICS_HOST = "0.0.0.0"  # noqa: S104  # nosec B104
 
 
 def serve_metrics(settings: Settings, extra: Collector | None = None) -> None:
-    """Serve the sum over this process type's processes on METRICS_PORT, from a background thread.
-
-    Called once, in the process that starts the others, before it starts them: values left in the
-    directory by a previous run would otherwise be added to this one's.
-    """
+    """Serve the sum of what this type's processes write to the directory; call it before they start."""
     port, directory = settings.metrics_port, settings.prometheus_multiproc_dir
     if port is None or directory is None:
         raise ValueError("metrics need METRICS_PORT and PROMETHEUS_MULTIPROC_DIR (load_settings checks both)")
@@ -53,12 +42,10 @@ def serve_metrics(settings: Settings, extra: Collector | None = None) -> None:
 
 
 class WebMetrics:
-    """Pure ASGI middleware: requests by method, route template and status, and how long they took."""
-
     def __init__(self, app: ASGIApp, routes: list[BaseRoute], untimed_paths: frozenset[str]) -> None:
         self.app, self.routes, self.untimed_paths = app, routes, untimed_paths
         labels = ["method", "route", "status"]
-        # registry=None: the values live in the multiprocess files, read by the endpoint's own registry.
+        # The values live in the multiprocess files, not in a registry.
         self.requests = Counter("http_requests", "HTTP requests answered.", labels, registry=None)
         self.duration = Histogram(
             "http_request_duration_seconds", "Time to answer a request.", labels, registry=None
@@ -86,7 +73,6 @@ class WebMetrics:
 
 
 def count_pool_connections(*engines: Engine) -> None:
-    """Connections this process holds out of the engines' pools, summed over live processes at a scrape."""
     in_use = Gauge(
         "db_pool_connections_in_use",
         "Database connections checked out of the pool.",
@@ -99,7 +85,6 @@ def count_pool_connections(*engines: Engine) -> None:
 
 
 def count_jobs() -> None:
-    """Jobs run, by job and outcome (success, failure, retry), and how long each ran."""
     runs = Counter("jobs", "Jobs run, by outcome.", ["job", "outcome"], registry=None)
     duration = Histogram("job_duration_seconds", "Time a job ran.", ["job", "outcome"], registry=None)
     started: dict[str, float] = {}
@@ -136,7 +121,6 @@ class QueueDepth(Collector):
 
 
 def queue_depth(settings: Settings, queue: str) -> QueueDepth | None:
-    """The queue-depth collector, for a Redis broker (the SQLAlchemy one of a zero-server run has none)."""
-    if settings.job_broker_url.startswith("sqla+"):
+    if settings.embedded_broker:
         return None
     return QueueDepth(settings.job_broker_url, queue)

@@ -1,10 +1,4 @@
-"""Traces (OpenTelemetry): one trace per request, from the web through the queue to the worker and back.
-
-Imported only when the OpenTelemetry variables turn tracing on (`Settings.tracing`); with them unset, no
-OpenTelemetry package is loaded and nothing here runs. The maintained instrumentation libraries make the
-spans: ASGI for requests, SQLAlchemy for statements, Celery for publish and run (the trace context travels
-in the message headers, W3C `traceparent`), Redis for broker commands. This module only wires them up.
-"""
+"""Traces (OpenTelemetry): one trace per request, from the web through the queue to the worker and back."""
 
 from __future__ import annotations
 
@@ -34,43 +28,32 @@ from starlette.types import ASGIApp, Scope
 from ..settings import Settings
 from ..web.routing import route_template
 
-# The trace of the request being handled, left set after its span ends (like the request id, see
-# middleware.py): an unhandled error is reported after the server span has closed, and must name its trace.
+# Outlives the span, like the request id: errors are reported after it ends.
 request_trace_id: ContextVar[str | None] = ContextVar("request_trace_id", default=None)
 
-# Where OTLP/HTTP receivers take spans, below the base URL in OTEL_EXPORTER_OTLP_ENDPOINT (the spec's rule).
+# Below the base URL in OTEL_EXPORTER_OTLP_ENDPOINT, as the spec says.
 TRACES_PATH = "/v1/traces"
-# Seconds a stopping process may spend sending its last spans: well inside the platform's 30.
-FLUSH_SECONDS = 5.0
-# Probes are polled every few seconds by the platform; a trace per probe would bury the real ones.
+# A trace per probe would bury the real ones.
 UNTRACED_PATHS = "healthz,readyz"
 
 
 def start_tracing(settings: Settings) -> TracerProvider:
-    """The process's tracer provider, exporting in batches, installed as the global one.
-
-    Global because the instrumentation libraries (and the log filter below) look it up there.
-    """
+    """Installed globally: the instrumentations look it up there."""
     resource = Resource.create(
         {SERVICE_NAME: settings.otel_service_name, SERVICE_VERSION: settings.release_id}
     )
     provider = TracerProvider(resource=resource, sampler=ParentBased(root=NoLoneClientSpans()))
-    # Batches leave from a background thread, off the request path; forked pool processes restart it.
+    # Off the request path; forked pool processes restart its thread.
     provider.add_span_processor(BatchSpanProcessor(span_exporter(settings)))
     trace.set_tracer_provider(provider)
-    # Publish spans of the web and the clock, and the run spans of jobs, joined by `traceparent` headers.
     CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]  # untyped upstream
-    # The broker's commands (the publish's LPUSH), so a slow Redis shows in the request's trace.
+    # So a slow Redis shows in the request's trace.
     RedisInstrumentor().instrument(tracer_provider=provider)
     return provider
 
 
 class NoLoneClientSpans(Sampler):
-    """Keep every trace that starts with real work (a request, a job, a clock tick); drop the rest.
-
-    The worker's broker polling (BRPOP, heartbeats) would otherwise make a one-span trace every second:
-    a client call (Redis, SQL) with no parent belongs to no request, so it is not recorded.
-    """
+    """Drop root client spans: the worker's broker polling would make a one-span trace every second."""
 
     def should_sample(
         self,
@@ -99,19 +82,18 @@ def span_exporter(settings: Settings) -> SpanExporter:
 
 
 def trace_statements(*engines: Engine) -> None:
-    """One span per SQL statement on these engines (pass `async_engine.sync_engine` for an async one)."""
-    # One call for all of them: the instrumentor is a singleton, and ignores a second `instrument()`.
+    """One span per SQL statement (pass an async engine's `sync_engine`)."""
+    # One call: the instrumentor is a singleton and ignores a second.
     SQLAlchemyInstrumentor().instrument(
         engines=list(engines),
         tracer_provider=trace.get_tracer_provider(),
-        # Its declared range stops below SQLAlchemy 2.1, whose event API it uses unchanged (test_tracing.py
-        # shows the statements' spans arriving); without this it refuses and records nothing.
+        # Its declared range stops below SQLAlchemy 2.1, whose event API it uses unchanged (test_tracing.py).
         skip_dep_check=True,
     )
 
 
 def traced_app(app: ASGIApp, routes: list[BaseRoute]) -> ASGIApp:
-    """The app wrapped so each request is a server span named by its route template (`POST /items/{id}`)."""
+    """Each request a server span, named by its route template (`POST /items/{id}`)."""
 
     def remember_trace(span: Span, scope: Scope) -> None:
         request_trace_id.set(format(span.get_span_context().trace_id, "032x"))
@@ -125,19 +107,18 @@ def traced_app(app: ASGIApp, routes: list[BaseRoute]) -> ASGIApp:
         excluded_urls=UNTRACED_PATHS,
         default_span_details=span_details,
         server_request_hook=remember_trace,
-        # One span per request, not one per ASGI message: less to send, same story.
+        # One span per request, not per ASGI message.
         exclude_spans=["receive", "send"],
     )
 
 
 def current_trace_id() -> str | None:
-    """The trace this code runs in: the current span's, or the request's whose span has just ended."""
+    """The current span's trace, or that of the request whose span just ended."""
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else request_trace_id.get()
 
 
 def flush_spans(timeout_seconds: float) -> None:
-    """Send every span recorded so far: a stopping process loses none."""
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.force_flush(timeout_millis=int(timeout_seconds * 1000))
@@ -154,8 +135,6 @@ def flush_spans_when_worker_stops(timeout_seconds: float) -> None:
 
 
 class TraceIdFilter(logging.Filter):
-    """Stamps a record written inside a span with its `trace_id` and `span_id`, in W3C trace context form."""
-
     def filter(self, record: logging.LogRecord) -> bool:
         context = trace.get_current_span().get_span_context()
         if context.is_valid:

@@ -57,10 +57,7 @@ def create_app(settings: Settings) -> Starlette:
             draining=Draining(),
             event_secrets=settings.event_secrets,
         )
-        # What start-up made lives as long as the process: move it out of the garbage collector's sight.
-        # Otherwise each full collection walks all of it again (about 13% of the read path's CPU, and
-        # pauses of tens of milliseconds in its slowest responses). No collection first: it took 45 ms,
-        # 8% of the start-up, to free what little garbage importing leaves.
+        # Start-up's objects last as long as the process: collections skip them (bench/PROFILE.md).
         gc.freeze()
         try:
             with announce_stop_signals(resources.draining):
@@ -71,7 +68,8 @@ def create_app(settings: Settings) -> Starlette:
             await reads.engine.dispose()
             celery.close()
             if settings.tracing:
-                from ..telemetry.tracing import FLUSH_SECONDS, flush_spans
+                from ..telemetry import FLUSH_SECONDS
+                from ..telemetry.tracing import flush_spans
 
                 # uvicorn runs this on SIGTERM, inside the grace period: no recorded span is lost.
                 flush_spans(FLUSH_SECONDS)
@@ -80,15 +78,13 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/version", health.version, methods=["GET"]),
-        # One route per path: Starlette answers 405 with the Allow header of the first route matching the
-        # path, so two routes for /items would tell a client that only one of its methods exists.
+        # One route per path: Starlette's 405 names only the first matching route's methods in Allow.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
         Route("/items/{item_id}", items.get_item, methods=["GET"]),
-        # Signed events from another app attached by URL (events/incoming.py).
         Route("/events", incoming.receive_event, methods=["POST"]),
-        Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint(incoming.API), methods=["GET"]),
     ]
-    # Outermost first: every response, a refusal included, gets the security headers and a request id.
+    # Outermost first: refusals too get the security headers and a request id.
     middleware = [
         *telemetry_middleware(settings, routes),
         Middleware(SecurityHeadersMiddleware),
@@ -119,10 +115,10 @@ def telemetry_middleware(settings: Settings, routes: list[BaseRoute]) -> list[Mi
 
 
 def app_from_environment() -> Starlette:
-    """The factory uvicorn calls in each web process (`<slug> web` has already validated the settings)."""
+    """The factory uvicorn calls in each web process of `{{ cookiecutter.project_slug }} web`."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
-    # With WEB_CONCURRENCY above 1 each worker is a fresh interpreter: telemetry starts here, per process.
+    # Each uvicorn worker is a fresh interpreter: telemetry starts here, per process.
     if settings.sentry_dsn:
         from ..telemetry.error_reports import start_error_reports
 

@@ -1,13 +1,8 @@
-"""Every error is a JSON body with the right status: 4xx for bad input, 503 for a missing backing service.
-
-Body shape: {"error": {"status": 422, "message": "...", "fields": {"name": ["..."]}}}; `fields` only on 422.
-(`openapi.py` publishes this shape as the `Error` schema.)
-"""
+"""Every error is a JSON body with the right status: 4xx for bad input, 503 for a missing backing service."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError
@@ -15,21 +10,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
 from ..logs import request_id
 from .middleware.headers import security_headers
 from .middleware.request_id import REQUEST_ID_HEADER
+from .responses import error_response
 
 logger = logging.getLogger(__name__)
-
-
-def error_response(
-    status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    body = {"error": {"status": status, "message": message, **extra}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -46,16 +35,15 @@ async def invalid_input(request: Request, exc: Exception) -> Response:
 
 
 async def backing_service_unavailable(request: Request, exc: Exception) -> Response:
-    # Not the client's fault and not a bug: the database is down or saturated. Retrying later may work.
+    # Not the client's fault, nor a bug: retrying later may work.
     logger.warning("Database unavailable: %s", exc.__class__.__name__, exc_info=exc)
     return error_response(503, "A backing service is unavailable; try again later.")
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    # A bug: uvicorn logs the traceback after this response is sent; the client still gets JSON.
+    # A bug: uvicorn logs the traceback; the client still gets JSON.
     response = error_response(500, "Internal Server Error")
-    # Starlette sends this from outside the other middleware: add what they would have added. The
-    # request-id middleware has left the id set for this.
+    # Sent from outside the other middleware: add their headers (the request id is still set).
     rid = request_id.get()
     if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid

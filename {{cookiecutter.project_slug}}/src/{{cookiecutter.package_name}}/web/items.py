@@ -18,19 +18,16 @@ from ..models import Item
 from .payloads import json_body
 from .resources import Resources
 
-# PostgreSQL's BIGINT: an id past this cannot exist, so it is a 404, not a database error.
+# PostgreSQL's BIGINT: a larger id is a 404, not a database error.
 MAX_ID = 2**63 - 1
 
-# The handlers run SQLAlchemy Core statements, built once, rather than ORM sessions: for a row written or
-# read once and serialised, the ORM's unit of work and identity map cost more than the queries (a third of
-# the create handler's CPU time). The worker, whose jobs read, change and save objects, uses the ORM.
+# Core statements built once: for a single row the ORM costs more than the query (bench/PROFILE.md).
 ITEM_BY_ID = select(Item.__table__).where(Item.id == bindparam("item_id"))
 INSERT_ITEM = insert(Item).returning(*Item.__table__.columns)
 
 
 def plain_text(value: str) -> None:
-    """Refuse what PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate), and other
-    control characters, so such input is a 422 and never a database error."""
+    """Refuse control characters (NUL, lone surrogates): a 422, never a database error."""
     if any(unicodedata.category(character) in ("Cc", "Cs") for character in value):
         raise ValidationError("Must not contain control characters.")
 
@@ -41,7 +38,7 @@ class NewItem(Schema):
 
 class ListQuery(Schema):
     class Meta:
-        # Tolerate query parameters the API does not know, such as cache-busters.
+        # Ignore unknown query parameters, such as cache-busters.
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
@@ -72,10 +69,10 @@ async def create_item(request: Request) -> JSONResponse:
 
     async with resources.engine.begin() as connection:
         item = (await connection.execute(INSERT_ITEM, {"name": data["name"]})).one()
-        # Recorded in the item's own transaction: if the item exists, so does its job (see jobs/outbox.py).
+        # In the item's own transaction: if the item exists, so does its job.
         job = record_job(PROCESS_ITEM, [item.id], request_id.get())
         job.id = (await connection.execute(INSERT_JOB, job_row(job))).scalar_one()
-    # Only after the commit: a worker that picks the job up at once must find the item in the database.
+    # After the commit, so the worker finds the item.
     await resources.jobs.publish(job, resources.engine)
     return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
 
@@ -83,8 +80,8 @@ async def create_item(request: Request) -> JSONResponse:
 def item_id_of(segment: str) -> int:
     """The id in an item's path; 404 for anything that cannot be a stored id.
 
-    Parsed here rather than by Starlette's `int` convertor, which turns a path of thousands of digits into
-    a 500 (Python refuses to convert integers that long)."""
+    Starlette's `int` convertor would make a 500 of thousands of digits (Python refuses such integers).
+    """
     if (
         not (segment.isascii() and segment.isdigit())
         or len(segment) > len(str(MAX_ID))

@@ -1,14 +1,10 @@
-"""The API contract: an OpenAPI 3.1 document built with apispec from the marshmallow schemas themselves.
-
-Requests are described by the very schemas that validate them (`items.NewItem`, `items.ListQuery`) and
-responses by `responses.py`, so the document cannot drift from the code that enforces it. It is built once
-when the app is created and served as it is at GET /openapi.json.
-"""
+"""The API contract: an OpenAPI 3.1 document built with apispec from the marshmallow schemas themselves."""
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -17,7 +13,6 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..events import incoming
 from . import items, responses
 
 DISTRIBUTION = "{{ cookiecutter.project_slug }}"
@@ -29,7 +24,7 @@ def json_response(description: str, schema: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-# Any status not listed for an operation is an error with the standard error body.
+# Unlisted statuses are errors with the standard body.
 ERROR = {"default": json_response("An error (4xx bad input, 503 a backing service is down)", "Error")}
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -93,26 +88,6 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {"200": json_response("The item", "Item"), **ERROR},
         }
     },
-    "/events": {
-        "post": {
-            "summary": "An event from another app, signed with the shared secret (see events/incoming.py)",
-            "parameters": [
-                {
-                    "in": "header",
-                    "name": "X-Event-Signature",
-                    "required": True,
-                    "schema": {"type": "string"},
-                    "description": "sha256=<hex HMAC-SHA256 of the raw body>; wrong or missing: 401",
-                }
-            ],
-            "requestBody": {"required": True, "content": {JSON: {"schema": "IncomingEvent"}}},
-            "responses": {
-                "202": json_response("A new event, recorded for the worker", "EventReceipt"),
-                "200": json_response("An event id already recorded: nothing changed", "EventReceipt"),
-                **ERROR,
-            },
-        }
-    },
 }
 
 SCHEMAS = {
@@ -123,29 +98,39 @@ SCHEMAS = {
     "Readiness": responses.Readiness,
     "Version": responses.Version,
     "Error": responses.Error,
-    "IncomingEvent": incoming.IncomingEvent,
-    "EventReceipt": incoming.EventReceipt,
 }
 
 
-def openapi_document() -> dict[str, Any]:
+@dataclass(frozen=True)
+class ApiPart:
+    """A capability's paths and schemas, handed to the document by the app factory that mounts its routes."""
+
+    operations: dict[str, dict[str, dict[str, Any]]]
+    schemas: dict[str, Any]
+
+
+def openapi_document(*parts: ApiPart) -> dict[str, Any]:
     spec = APISpec(
         title=TITLE,
         version=version(DISTRIBUTION),
         openapi_version="3.1.0",
         plugins=[MarshmallowPlugin()],
     )
-    for name, schema in SCHEMAS.items():
+    schemas = {**SCHEMAS, **{name: schema for part in parts for name, schema in part.schemas.items()}}
+    for name, schema in schemas.items():
         spec.components.schema(name, schema=schema)
-    for path, operations in OPERATIONS.items():
+    operations_by_path = {
+        **OPERATIONS,
+        **{path: ops for part in parts for path, ops in part.operations.items()},
+    }
+    for path, operations in operations_by_path.items():
         # apispec rewrites the operations it is given; keep the module's own copy pristine.
         spec.path(path=path, operations=copy.deepcopy(operations))
     return spec.to_dict()
 
 
-def openapi_endpoint() -> Any:
-    """GET /openapi.json, serving the document built once, now."""
-    body = json.dumps(openapi_document()).encode()
+def openapi_endpoint(*parts: ApiPart) -> Any:
+    body = json.dumps(openapi_document(*parts)).encode()
 
     async def serve_document(request: Request) -> Response:
         return Response(body, media_type=JSON)

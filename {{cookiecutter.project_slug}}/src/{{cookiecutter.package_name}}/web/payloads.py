@@ -1,9 +1,6 @@
 """Reading a JSON request body so that no body, however hostile, becomes a 500.
 
-Too large is refused earlier (limits.py). Here: not declared as JSON is 415; cut off by the client, not
-UTF-8, not JSON, or
-nested deeper than Python's parser recurses (which raises RecursionError, not ValueError) is 400. What the
-body contains is the schema's business: a top-level value that is not an object is a 422 from marshmallow.
+Not declared as JSON is 415; cut off, not UTF-8, malformed or nested too deep (RecursionError) is 400.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ async def json_body(request: Request) -> Any:
     try:
         body = await request.body()
     except ClientDisconnect:
-        # Nobody is left to read the answer; a 4xx keeps a hang-up from being logged as a server error.
+        # A 4xx: a client's hang-up is no server error.
         raise HTTPException(400, "The client disconnected before sending the whole body.") from None
     try:
         return json.loads(body)

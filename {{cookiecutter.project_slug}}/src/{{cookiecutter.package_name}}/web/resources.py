@@ -14,15 +14,13 @@ from .shutdown import Draining
 
 @dataclass(frozen=True)
 class Resources:
-    # Writes run in sessions on `engine`; reads of one statement on `reads`, outside a transaction.
+    # Writes in sessions on `engine`; one-statement reads on `reads`.
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     reads: Reads
-    # The migrations this code was written for; /readyz compares the database against them.
     schema: SchemaExpectation
-    # Which release this process runs (factor V), for GET /version.
     release_id: str
     jobs: JobQueue
     draining: Draining
-    # Secrets an incoming event may be signed with (EVENTS_SECRET, EVENTS_SECRET_PREVIOUS); none: all refused.
+    # None: every incoming event is refused.
     event_secrets: tuple[str, ...] = ()

@@ -1,19 +1,29 @@
-"""What the API answers, as marshmallow schemas: `openapi.py` publishes them, and the contract tests hold
-every real response to them. (Handlers build their JSON directly, which is faster than dumping through a
-schema; the fuzz test is what keeps the two in step.)"""
+"""What the API answers: `openapi.py` publishes these, and the contract tests hold responses to them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from marshmallow import Schema, fields, validate
+from starlette.responses import JSONResponse
 
 from ..models import ItemStatus
+
+
+def error_response(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """The one error body: {"error": {"status": ..., "message": ..., ...}}, described by `Error` below."""
+    body = {"error": {"status": status, "message": message, **extra}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class ItemOut(Schema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf([status.value for status in ItemStatus]))
-    # The job's result: null until the worker has done the item's job.
+    # Null until the item's job is done.
     digest = fields.String(required=True, allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
@@ -21,7 +31,7 @@ class ItemOut(Schema):
 
 class ItemPage(Schema):
     items = fields.List(fields.Nested(ItemOut), required=True)
-    # The URL of the next page, or null on the last one.
+    # Null on the last page.
     next = fields.String(required=True, allow_none=True)
 
 
@@ -31,7 +41,7 @@ class Health(Schema):
 
 class Readiness(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ready", "not ready"]))
-    # What is not ready, by backing service: never a secret, only an exception's class name.
+    # Never a secret: an exception's class name at most.
     problems = fields.Dict(keys=fields.String(), values=fields.String())
 
 
@@ -42,12 +52,9 @@ class Version(Schema):
 class ErrorDetail(Schema):
     status = fields.Integer(required=True, validate=validate.Range(min=400, max=599))
     message = fields.String(required=True)
-    # Only on 422: the invalid fields, each with its messages.
-    # (`fields` would shadow marshmallow's own attribute, hence the data_key.)
+    # Only on 422; `fields` would shadow marshmallow's own attribute.
     invalid_fields = fields.Dict(keys=fields.String(), data_key="fields")
 
 
 class Error(Schema):
-    """The body of every error response (see errors.py)."""
-
     error = fields.Nested(ErrorDetail, required=True)

@@ -7,7 +7,7 @@ from starlette.types import Scope
 
 
 def route_template(routes: list[BaseRoute], scope: Scope) -> str:
-    """The path template of the route that takes this request (`/items/{item_id:int}`), or "unmatched"."""
+    """The template of the route taking this request (`/items/{item_id}`), or "unmatched"."""
     for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:

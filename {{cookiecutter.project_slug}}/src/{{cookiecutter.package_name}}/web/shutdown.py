@@ -1,9 +1,4 @@
-"""Readiness ends the moment a stop is requested, before in-flight requests have drained.
-
-uvicorn installs its own SIGTERM/SIGINT handlers while it serves; `announce_stop_signals` chains onto them
-so that `/readyz` answers 503 from the first signal on, while uvicorn goes on finishing in-flight requests
-for up to GRACEFUL_TIMEOUT seconds. A load balancer polling readiness then stops routing here first.
-"""
+"""Readiness ends the moment a stop is requested, before in-flight requests have drained."""
 
 from __future__ import annotations
 
@@ -20,8 +15,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Draining:
-    """Whether this process has been asked to stop."""
-
     def __init__(self) -> None:
         self.started = False
 
@@ -35,7 +28,7 @@ class Draining:
 def announce_stop_signals(draining: Draining) -> Iterator[None]:
     """While active, a stop signal marks `draining` before reaching the server's own handler."""
     if threading.current_thread() is not threading.main_thread():
-        # Signal handlers live in the main thread; an app run elsewhere (a test client) has none to chain.
+        # Only the main thread has signal handlers (a test client's app has none).
         yield
         return
     previous = {stop: signal.getsignal(stop) for stop in STOP_SIGNALS}

@@ -1,16 +1,13 @@
 """Only requests addressed to this service's own host names are served (ALLOWED_HOSTS).
 
-Starlette's TrustedHostMiddleware does the same check, but answers in plain text and has no way to let
-health probes through; this one answers JSON like every other error, and exempts the probe paths:
-Kubernetes probes a pod at its IP address, with that address as the Host header, and a probe reads nothing
-a forged Host could abuse.
+Unlike Starlette's TrustedHostMiddleware, it answers JSON and exempts probes (Kubernetes probes the IP).
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import error_response
+from ..responses import error_response
 
 REMEMBERED_HOSTS = 64
 
@@ -39,14 +36,12 @@ def is_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 
 class AllowedHostsMiddleware:
-    """A 400 JSON error for any request whose Host header names no allowed host."""
-
     def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], exempt_paths: frozenset[str]) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
         self.allow_any = "*" in allowed_hosts
         self.exempt_paths = exempt_paths
-        # Host headers already found allowed: nearly every request repeats one, so most checks are a lookup.
+        # Nearly every request repeats a known Host header: most checks are a lookup.
         self.known_good: set[bytes] = set()
 
     def allows(self, header: bytes) -> bool:

@@ -1,19 +1,13 @@
-"""Request bodies larger than MAX_BODY_BYTES are refused (413) before more than that is read.
-
-A declared Content-Length over the limit is answered at once, without reading any of the body. A chunked
-body has no declared length, so the bytes are counted as the app reads them, and reading stops with a 413
-as soon as the count passes the limit. Either way the connection is closed after the answer, so a client
-that keeps sending gets nowhere. Requests without a body (most of them) pass straight through.
-"""
+"""Request bodies larger than MAX_BODY_BYTES are refused (413) before more than that is read."""
 
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import error_response
+from ..responses import error_response
 
-# The server closes the connection after sending this, instead of reading (and discarding) the rest.
+# Instead of reading (and discarding) the rest: a client that keeps sending gets nowhere.
 CLOSE = {"Connection": "close"}
 
 
@@ -38,7 +32,7 @@ class BodyLimitMiddleware:
             await error_response(413, self.message, headers=CLOSE)(scope, receive, send)
             return
         if not chunked:
-            # The server delivers exactly the declared length (or no body at all): nothing to count.
+            # The server delivers exactly the declared length: nothing to count.
             await self.app(scope, receive, send)
             return
         await self.app(scope, self.counting(receive), send)
