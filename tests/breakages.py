@@ -160,7 +160,7 @@ FIRST_CATALOGUE = [
         "ruff",
         "TID251",
         (
-            Edit(ITEMS, "import unicodedata\n", "import os\nimport unicodedata\n"),
+            Edit(ITEMS, "from typing import Any\n", "import os\nfrom typing import Any\n"),
             Edit(
                 ITEMS,
                 "MAX_ID = 2**63 - 1\n",

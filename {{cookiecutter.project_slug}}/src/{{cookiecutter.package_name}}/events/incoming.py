@@ -19,8 +19,8 @@ from ..jobs.outbox import record_job
 from ..jobs.tasks import HANDLE_EVENT
 from ..logs import request_id
 from ..models import ReceivedEvent
-from ..web.items import plain_text
 from ..web.openapi import ERROR, JSON, ApiPart, json_response
+from ..web.payloads import plain_text
 from ..web.resources import Resources
 from . import signing
 

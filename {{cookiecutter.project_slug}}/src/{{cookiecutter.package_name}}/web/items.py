@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import Row, bindparam, insert, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from ..jobs.outbox import INSERT_JOB, job_row, record_job
 from ..jobs.tasks import PROCESS_ITEM
 from ..logs import request_id
 from ..models import Item
-from .payloads import json_body
+from .payloads import json_body, plain_text
 from .resources import Resources
 
 # PostgreSQL's BIGINT: a larger id is a 404, not a database error.
@@ -24,12 +23,6 @@ MAX_ID = 2**63 - 1
 # Core statements built once: for a single row the ORM costs more than the query (bench/PROFILE.md).
 ITEM_BY_ID = select(Item.__table__).where(Item.id == bindparam("item_id"))
 INSERT_ITEM = insert(Item).returning(*Item.__table__.columns)
-
-
-def plain_text(value: str) -> None:
-    """Refuse control characters (NUL, lone surrogates): a 422, never a database error."""
-    if any(unicodedata.category(character) in ("Cc", "Cs") for character in value):
-        raise ValidationError("Must not contain control characters.")
 
 
 class NewItem(Schema):

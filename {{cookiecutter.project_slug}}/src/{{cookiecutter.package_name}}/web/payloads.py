@@ -1,4 +1,4 @@
-"""Reading a JSON request body so that no body, however hostile, becomes a 500.
+"""Reading a JSON request body so that no body, however hostile, becomes a 500; plain text only.
 
 Not declared as JSON is 415; cut off, not UTF-8, malformed or nested too deep (RecursionError) is 400.
 """
@@ -6,8 +6,10 @@ Not declared as JSON is 415; cut off, not UTF-8, malformed or nested too deep (R
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
+from marshmallow import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 
@@ -27,3 +29,9 @@ async def json_body(request: Request) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise HTTPException(400, "The request body is not valid JSON.") from None
+
+
+def plain_text(value: str) -> None:
+    """A validator refusing control characters (NUL, lone surrogates): a 422, never a database error."""
+    if any(unicodedata.category(character) in ("Cc", "Cs") for character in value):
+        raise ValidationError("Must not contain control characters.")
