@@ -27,14 +27,15 @@ from {{ cookiecutter.package_name }}.settings import load_settings
 from {{ cookiecutter.package_name }}.web.app import app_from_environment
 from {{ cookiecutter.package_name }}.database import create_sync_database_engine
 from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
-from {{ cookiecutter.package_name }}.jobs.worker import register_jobs, start_worker_telemetry
+from {{ cookiecutter.package_name }}.jobs.worker import register_jobs
+from {{ cookiecutter.package_name }}.telemetry import start_worker
 with TestClient(app_from_environment(), base_url="http://localhost") as client:
     assert client.post("/items", json={"name": "untraced"}).status_code == 201
 settings = load_settings()
 engine = create_sync_database_engine(settings)
 app = create_celery(settings)
 register_jobs(app, engine, settings)
-start_worker_telemetry(settings, app, engine)
+start_worker(settings, app, engine)
 print(json.dumps(sorted(sys.modules)))
 """
 

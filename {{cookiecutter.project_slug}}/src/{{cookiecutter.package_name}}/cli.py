@@ -24,7 +24,7 @@ def load_or_exit() -> Settings:
     """Validated settings with logging configured, or exit naming every bad variable."""
     from .logs import configure_logging
     from .settings import ConfigurationError, load_settings
-    from .telemetry import log_filters
+    from .telemetry import log_filters, report_errors
 
     try:
         settings = load_settings()
@@ -33,10 +33,7 @@ def load_or_exit() -> Settings:
         # sysexits.h: a supervisor tells "misconfigured" from "crashed".
         sys.exit(os.EX_CONFIG)
     configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
-    if settings.sentry_dsn:
-        from .telemetry.error_reports import start_error_reports
-
-        start_error_reports(settings)
+    report_errors(settings)
     return settings
 
 
@@ -61,11 +58,9 @@ def web() -> None:
     settings = load_or_exit()
     import uvicorn
 
-    if settings.metrics:
-        from .telemetry.metrics import serve_metrics
+    from . import telemetry
 
-        # In the parent of uvicorn's workers, so it outlives each of them.
-        serve_metrics(settings)
+    telemetry.serve_web_metrics(settings)
 
     uvicorn.run(
         f"{__package__}.web.app:app_from_environment",

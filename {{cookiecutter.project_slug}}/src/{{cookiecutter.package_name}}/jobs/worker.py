@@ -19,12 +19,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from .. import telemetry
 from ..database import create_sync_database_engine
 from ..events import outgoing as events
 from ..logs import configure_logging
 from ..models import OutboxJob
 from ..settings import Settings
-from ..telemetry import FLUSH_SECONDS, log_filters
 from . import tasks
 from .celery_app import create_celery, propagate_request_ids
 from .publish import publish_recorded
@@ -83,7 +83,9 @@ def use_service_logging(settings: Settings) -> None:
     """A receiver on `setup_logging` keeps Celery from configuring logging of its own."""
 
     def configure(**_: Any) -> None:
-        configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
+        configure_logging(
+            settings.log_level, settings.log_format, settings.release_id, telemetry.log_filters(settings)
+        )
 
     signals.setup_logging.connect(configure, weak=False, dispatch_uid="use_service_logging")
 
@@ -155,7 +157,7 @@ def run_worker(settings: Settings) -> int:
     # Connections must not cross a fork.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
     signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
-    start_worker_telemetry(settings, app, engine)
+    telemetry.start_worker(settings, app, engine)
     worker = worker_class(app, float(settings.graceful_timeout))(
         concurrency=settings.worker_concurrency,
         loglevel=logging.getLevelName(settings.log_level),
@@ -178,31 +180,6 @@ def run_worker(settings: Settings) -> int:
     return int(worker.exitcode or 0)
 
 
-def start_worker_telemetry(settings: Settings, app: Celery, engine: Engine) -> None:
-    """Started before the pool processes fork: they inherit it."""
-    if settings.tracing:
-        from ..telemetry.tracing import (
-            flush_spans_when_worker_stops,
-            start_tracing,
-            trace_statements,
-        )
-
-        start_tracing(settings)
-        trace_statements(engine)
-        flush_spans_when_worker_stops(FLUSH_SECONDS)
-    if settings.metrics:
-        from ..telemetry.metrics import count_jobs, count_pool_connections, queue_depth, serve_metrics
-
-        # First: it clears the directory the metrics below write to.
-        serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
-        count_jobs()
-        count_pool_connections(engine)
-    if settings.sentry_dsn:
-        from ..telemetry.error_reports import flush_reports
-
-        signals.worker_process_shutdown.connect(lambda **_: flush_reports(), weak=False)
-
-
 def run_clock(settings: Settings) -> None:
     """`{{ cookiecutter.project_slug }} clock`: periodic jobs and the outbox relay (jobs/relay.py).
 
@@ -211,10 +188,7 @@ def run_clock(settings: Settings) -> None:
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
-    if settings.tracing:
-        from ..telemetry.tracing import start_tracing
-
-        start_tracing(settings)
+    telemetry.start_tracing(settings)
     # Beat's SIGTERM handler raises SystemExit anywhere: import Celery's lazy parts now, not mid-import.
     with app.connection_for_write() as connection:
         _ = app.amqp.Producer, connection.transport

@@ -1,4 +1,8 @@
-"""Telemetry, each part switched on by its environment variables: traces, metrics, error reports."""
+"""Telemetry, each part switched on by its environment variables: traces, metrics, error reports.
+
+The hubs call only this module, one line per moment of a process's life; with every part off, each call
+returns at once and no OpenTelemetry, Prometheus or Sentry package is imported.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from celery import Celery
+    from sqlalchemy import Engine
+    from starlette.middleware import Middleware
+    from starlette.routing import BaseRoute
+
     from ..settings import Settings
 
 # For the last spans, then the last error reports: well inside the platform's 30 s.
@@ -19,3 +28,85 @@ def log_filters(settings: Settings) -> list[logging.Filter]:
     from .tracing import TraceIdFilter
 
     return [TraceIdFilter()]
+
+
+def report_errors(settings: Settings) -> None:
+    """Error reports for this process (every command, before anything else can fail)."""
+    if settings.sentry_dsn:
+        from .error_reports import start_error_reports
+
+        start_error_reports(settings)
+
+
+def start_tracing(settings: Settings) -> None:
+    """Traces for this process: each uvicorn worker (a fresh interpreter), the worker, the clock."""
+    if settings.tracing:
+        from .tracing import start_tracing as start
+
+        start(settings)
+
+
+def serve_web_metrics(settings: Settings) -> None:
+    """In the parent of uvicorn's workers, so the metrics endpoint outlives each of them."""
+    if settings.metrics:
+        from .metrics import serve_metrics
+
+        serve_metrics(settings)
+
+
+def web_middleware(settings: Settings, routes: list[BaseRoute], untimed: frozenset[str]) -> list[Middleware]:
+    """Outermost, so the request's span and its timing cover everything else, logging included."""
+    from starlette.middleware import Middleware
+
+    middleware = []
+    if settings.tracing:
+        from .tracing import traced_app
+
+        middleware.append(Middleware(traced_app, routes=routes))
+    if settings.metrics:
+        from .metrics import WebMetrics
+
+        middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=untimed))
+    return middleware
+
+
+def watch_engines(settings: Settings, *engines: Engine) -> None:
+    """A span per statement and a gauge of pool connections, for each engine the process made."""
+    if settings.tracing:
+        from .tracing import trace_statements
+
+        trace_statements(*engines)
+    if settings.metrics:
+        from .metrics import count_pool_connections
+
+        count_pool_connections(*engines)
+
+
+def flush(settings: Settings) -> None:
+    """At a web process's shutdown, inside the grace period: no recorded span is lost."""
+    if settings.tracing:
+        from .tracing import flush_spans
+
+        flush_spans(FLUSH_SECONDS)
+
+
+def start_worker(settings: Settings, app: Celery, engine: Engine) -> None:
+    """Before the pool processes fork: they inherit it."""
+    from celery import signals
+
+    start_tracing(settings)
+    if settings.metrics:
+        from .metrics import count_jobs, queue_depth, serve_metrics
+
+        # First: serving clears the directory the job and pool metrics write to.
+        serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
+        count_jobs()
+    watch_engines(settings, engine)
+    if settings.tracing:
+        from .tracing import flush_spans_when_worker_stops
+
+        flush_spans_when_worker_stops(FLUSH_SECONDS)
+    if settings.sentry_dsn:
+        from .error_reports import flush_reports
+
+        signals.worker_process_shutdown.connect(lambda **_: flush_reports(), weak=False)

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from .. import telemetry
 from ..database import Reads, create_async_database_engine, session_factory
 from ..events import incoming
 from ..jobs.celery_app import create_celery, propagate_request_ids
@@ -18,7 +19,6 @@ from ..jobs.publish import JobQueue
 from ..logs import configure_logging
 from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
-from ..telemetry import log_filters
 from . import health, items
 from .errors import EXCEPTION_HANDLERS
 from .middleware.headers import SecurityHeadersMiddleware
@@ -37,14 +37,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_async_database_engine(settings)
         reads = Reads(settings)
-        if settings.tracing:
-            from ..telemetry.tracing import trace_statements
-
-            trace_statements(engine.sync_engine, reads.engine.sync_engine)
-        if settings.metrics:
-            from ..telemetry.metrics import count_pool_connections
-
-            count_pool_connections(engine.sync_engine, reads.engine.sync_engine)
+        telemetry.watch_engines(settings, engine.sync_engine, reads.engine.sync_engine)
         celery = create_celery(settings)
         propagate_request_ids()
         resources = Resources(
@@ -67,12 +60,7 @@ def create_app(settings: Settings) -> Starlette:
             await engine.dispose()
             await reads.engine.dispose()
             celery.close()
-            if settings.tracing:
-                from ..telemetry import FLUSH_SECONDS
-                from ..telemetry.tracing import flush_spans
-
-                # uvicorn runs this on SIGTERM, inside the grace period: no recorded span is lost.
-                flush_spans(FLUSH_SECONDS)
+            telemetry.flush(settings)
 
     routes: list[BaseRoute] = [
         Route("/healthz", health.healthz, methods=["GET"]),
@@ -86,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     # Outermost first: refusals too get the security headers and a request id.
     middleware = [
-        *telemetry_middleware(settings, routes),
+        *telemetry.web_middleware(settings, routes, PROBE_PATHS),
         Middleware(SecurityHeadersMiddleware),
         Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
         Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts, exempt_paths=PROBE_PATHS),
@@ -100,31 +88,12 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-def telemetry_middleware(settings: Settings, routes: list[BaseRoute]) -> list[Middleware]:
-    """Outermost, so the request's span and its timing cover everything else, logging included."""
-    middleware = []
-    if settings.tracing:
-        from ..telemetry.tracing import traced_app
-
-        middleware.append(Middleware(traced_app, routes=routes))
-    if settings.metrics:
-        from ..telemetry.metrics import WebMetrics
-
-        middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=PROBE_PATHS))
-    return middleware
-
-
 def app_from_environment() -> Starlette:
     """The factory uvicorn calls in each web process of `{{ cookiecutter.project_slug }} web`."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
-    # Each uvicorn worker is a fresh interpreter: telemetry starts here, per process.
-    if settings.sentry_dsn:
-        from ..telemetry.error_reports import start_error_reports
-
-        start_error_reports(settings)
-    if settings.tracing:
-        from ..telemetry.tracing import start_tracing
-
-        start_tracing(settings)
+    configure_logging(
+        settings.log_level, settings.log_format, settings.release_id, telemetry.log_filters(settings)
+    )
+    telemetry.report_errors(settings)
+    telemetry.start_tracing(settings)
     return create_app(settings)
