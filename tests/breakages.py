@@ -84,12 +84,15 @@ FIRST_CATALOGUE = [
         "test",
         "test_factor_01_codebase_has_no_per_deploy_config_files_or_deploy_name_switches",
         (
-            Edit(SETTINGS, "    release_id: str\n", "    release_id: str\n    app_env: str\n"),
             Edit(
                 SETTINGS,
-                "    problems: dict[str, list[str]] = {}\n",
-                '    values["app_env"] = env.str("APP_ENV", "development")\n'
-                "    problems: dict[str, list[str]] = {}\n",
+                '    release_id: str = variable("RELEASE_ID")\n',
+                '    release_id: str = variable("RELEASE_ID")\n    app_env: str = variable("APP_ENV")\n',
+            ),
+            Edit(
+                SETTINGS,
+                "        logs=LogSettings.read(env),\n",
+                '        app_env=env.str("APP_ENV", "development"),\n        logs=LogSettings.read(env),\n',
             ),
             Edit(
                 APP,
@@ -198,7 +201,7 @@ FIRST_CATALOGUE = [
         "hard-codes the broker as redis://localhost",
         "test",
         "test_factor_04_backing_services_are_located_by_url_settings_only",
-        (Edit(CELERY_APP, "broker=settings.job_broker_url,", 'broker="redis://localhost:6379/0",'),),
+        (Edit(CELERY_APP, "broker=settings.jobs.broker,", 'broker="redis://localhost:6379/0",'),),
     ),
     Breakage(
         "database-unreachable",
@@ -296,7 +299,7 @@ FIRST_CATALOGUE = [
         "binds port 8000 whatever $PORT says",
         "test",
         "test_factor_07_port_binding_web_serves_http_itself_on_port",
-        (Edit(CLI, "        port=settings.port,\n", "        port=8000,\n"),),
+        (Edit(CLI, "        port=settings.web.port,\n", "        port=8000,\n"),),
     ),
     Breakage(
         "trust-every-proxy",
@@ -317,8 +320,8 @@ FIRST_CATALOGUE = [
         (
             Edit(
                 WORKER,
-                "        concurrency=settings.worker_concurrency,\n",
-                '        concurrency=settings.worker_concurrency,\n        pidfile="worker.pid",\n',
+                "        concurrency=settings.jobs.concurrency,\n",
+                '        concurrency=settings.jobs.concurrency,\n        pidfile="worker.pid",\n',
             ),
         ),
     ),
@@ -328,7 +331,7 @@ FIRST_CATALOGUE = [
         "pins uvicorn to one worker process",
         "test",
         "test_factor_08_concurrency_web_runs_web_concurrency_processes_in_the_foreground",
-        (Edit(CLI, "        workers=settings.web_concurrency,\n", "        workers=1,\n"),),
+        (Edit(CLI, "        workers=settings.web.concurrency,\n", "        workers=1,\n"),),
     ),
     # --- IX. Disposability
     Breakage(
@@ -526,7 +529,7 @@ SECOND_CATALOGUE: list[Breakage] = [
                 '    """psql on the service\'s database."""\n'
                 "    settings = load_or_exit()\n"
                 "    from .database import sync_url\n\n"
-                '    url = sync_url(settings.database_url).set(drivername="postgresql")\n'
+                '    url = sync_url(settings.database.url).set(drivername="postgresql")\n'
                 '    os.execvp("psql", ["psql", url.render_as_string(hide_password=False)])\n\n\n'
                 "@main.command()\ndef shell() -> None:\n",
             ),
@@ -643,8 +646,8 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 SETTINGS,
-                'OTLP_PROTOCOLS = ("http/protobuf",)\n',
-                'OTLP_PROTOCOLS = ("http/protobuf",)\n'
+                'LogFormat = Literal["json", "console"]\n',
+                'LogFormat = Literal["json", "console"]\n'
                 "# Bulk import of items, off until a deploy turns it on.\n"
                 'BULK_IMPORT = Env().bool("FEATURE_BULK_IMPORT", False)\n',
             ),
@@ -731,8 +734,8 @@ SECOND_CATALOGUE: list[Breakage] = [
             ),
             Edit(
                 WORKER,
-                "    delivery = events.Delivery(engine, settings)\n",
-                "    delivery = events.Delivery(engine, settings)\n"
+                "    use_service_logging(settings)\n    announce_in_log_format()\n",
+                "    use_service_logging(settings)\n    announce_in_log_format()\n"
                 "    reports = create_engine(\n"
                 '        URL.create("postgresql+psycopg", "postgres", host="127.0.0.1", port=5432, '
                 'database="postgres")\n'
@@ -753,9 +756,9 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(WORKER, "from ..models import OutboxJob\n", "from ..models import Base, OutboxJob\n"),
             Edit(
                 WORKER,
-                "    app = create_celery(settings)\n    delivery = register_jobs(app, engine, settings)\n",
+                "    app = create_celery(settings)\n    register_jobs(\n",
                 "    app = create_celery(settings)\n    Base.metadata.create_all(engine)\n"
-                "    delivery = register_jobs(app, engine, settings)\n",
+                "    register_jobs(\n",
             ),
         ),
     ),
@@ -881,19 +884,20 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 SETTINGS,
-                "    forwarded_allow_ips: str\n",
-                "    forwarded_allow_ips: str\n    web_host: str\n",
+                '    forwarded_allow_ips: str = variable("FORWARDED_ALLOW_IPS")\n',
+                '    forwarded_allow_ips: str = variable("FORWARDED_ALLOW_IPS")\n'
+                '    host: str = variable("WEB_HOST")\n',
             ),
             Edit(
                 SETTINGS,
-                '        "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),\n',
-                '        "forwarded_allow_ips": env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),\n'
-                '        "web_host": env.str("WEB_HOST", "127.0.0.1"),\n',
+                '            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),\n',
+                '            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),\n'
+                '            host=env.str("WEB_HOST", "127.0.0.1"),\n',
             ),
             Edit(
                 CLI,
                 '        host="0.0.0.0",  # noqa: S104  # nosec B104\n',
-                "        host=settings.web_host,\n",
+                "        host=settings.web.host,\n",
             ),
         ),
     ),
@@ -907,9 +911,9 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "        app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()\n",
+                "        app.Beat(loglevel=logging.getLevelName(settings.logs.level), quiet=True).run()\n",
                 "        app.Beat(\n"
-                "            loglevel=logging.getLevelName(settings.log_level),\n"
+                "            loglevel=logging.getLevelName(settings.logs.level),\n"
                 "            quiet=True,\n"
                 '            pidfile="clock.pid",\n'
                 "        ).run()\n",
@@ -926,14 +930,14 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(APP, "import gc\n", "import gc\nimport os\nimport tempfile\n"),
             Edit(
                 APP,
-                "from contextlib import asynccontextmanager\n",
-                "from contextlib import asynccontextmanager\nfrom pathlib import Path\n",
+                "from contextlib import AsyncExitStack, asynccontextmanager\n",
+                "from contextlib import AsyncExitStack, asynccontextmanager\nfrom pathlib import Path\n",
             ),
             Edit(
                 APP,
-                "        gc.freeze()\n",
-                '        Path(tempfile.gettempdir(), "web.pid").write_text(str(os.getpid()))\n'
-                "        gc.freeze()\n",
+                "            gc.freeze()\n",
+                '            Path(tempfile.gettempdir(), "web.pid").write_text(str(os.getpid()))\n'
+                "            gc.freeze()\n",
             ),
         ),
     ),
@@ -948,14 +952,14 @@ SECOND_CATALOGUE: list[Breakage] = [
                 WORKER,
                 "    app = create_celery(settings)\n    use_service_logging(settings)\n"
                 "    propagate_request_ids()\n"
-                "    telemetry.start_tracing(settings)\n",
+                "    telemetry.start_tracing(settings)  # drop: telemetry\n",
                 "    # The parent returns to the shell at once; the clock goes on in the child.\n"
                 "    if os.fork():\n"
                 "        os._exit(0)\n"
                 "    os.setsid()\n"
                 "    app = create_celery(settings)\n    use_service_logging(settings)\n"
                 "    propagate_request_ids()\n"
-                "    telemetry.start_tracing(settings)\n",
+                "    telemetry.start_tracing(settings)  # drop: telemetry\n",
             ),
         ),
     ),
@@ -991,7 +995,7 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 CELERY_APP,
-                '        "visibility_timeout": settings.job_time_limit * 2,\n',
+                '        "visibility_timeout": settings.jobs.time_limit * 2,\n',
                 '        "visibility_timeout": 43200,\n',
             ),
         ),
@@ -1021,8 +1025,8 @@ SECOND_CATALOGUE: list[Breakage] = [
             ),
             Edit(
                 WORKER,
-                "(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(process_item)\n",
-                "(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(never_crash(process_item))\n",
+                "(name=tasks.PROCESS_ITEM, **RETRIED_WHILE_DATABASE_IS_DOWN)(process_item)\n",
+                "(name=tasks.PROCESS_ITEM, **RETRIED_WHILE_DATABASE_IS_DOWN)(never_crash(process_item))\n",
             ),
         ),
     ),
@@ -1083,8 +1087,8 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:\n",
-                "def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:\n"
+                "def register_jobs(app: Celery, engine: Engine, announce: Announce | None = None) -> None:\n",
+                "def register_jobs(app: Celery, engine: Engine, announce: Announce | None = None) -> None:\n"
                 "    logger.addHandler(logging.StreamHandler())\n",
             ),
         ),
@@ -1143,8 +1147,8 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(TASKS, "import hashlib\n", "import hashlib\nimport logging\n"),
             Edit(
                 TASKS,
-                'HANDLE_EVENT = "events.handle"\n',
-                'HANDLE_EVENT = "events.handle"\n'
+                'PROCESS_ITEM = "items.process"\n',
+                'PROCESS_ITEM = "items.process"\n'
                 "# The jobs' own lines in a file of their own, to read one job's history in one place.\n"
                 'logging.basicConfig(filename="tasks.log", level=logging.INFO)\n',
             ),

@@ -118,19 +118,23 @@ def insert_after_line(path: Path, line_pattern: str, new_lines: str) -> None:
 def add_a_setting(template: Path) -> None:
     """A new setting, as a maintainer adds one: settings.py, the module using it, .env.example, README."""
     settings, cli = template / PACKAGE / "settings.py", template / PACKAGE / "cli.py"
-    insert_after_line(settings, r"^    forwarded_allow_ips: str$", "keep_alive_timeout: int")
     insert_after_line(
         settings,
-        r'^\s*"forwarded_allow_ips": .*$',
+        r"^    forwarded_allow_ips: str = .*$",
         "# Seconds an idle connection stays open; longer than a load balancer's idle timeout, so the\n"
         "# balancer closes it first and never sends a request down a connection being closed.\n"
-        f'"keep_alive_timeout": env.int("{NEW_SETTING}", {NEW_SETTING_DEFAULT}, validate=Range(min=1)),',
+        f'keep_alive_timeout: int = variable("{NEW_SETTING}")',
+    )
+    insert_after_line(
+        settings,
+        r"^\s*forwarded_allow_ips=env.*$",
+        f'keep_alive_timeout=env.int("{NEW_SETTING}", {NEW_SETTING_DEFAULT}, validate=Range(min=1)),',
     )
     insert_after_line(
         cli,
         r"^\s*timeout_graceful_shutdown=settings\.graceful_timeout,$",
         "# Idle keep-alive connections outlive the load balancer's (see KEEP_ALIVE_TIMEOUT).\n"
-        "timeout_keep_alive=settings.keep_alive_timeout,",
+        "timeout_keep_alive=settings.web.keep_alive_timeout,",
     )
     # The service's guard test wants a malformed case for every typed variable; the maintainer adds one.
     insert_after_line(

@@ -70,7 +70,7 @@ def main() -> None:
         sys.exit(str(error))
 
     # libpq's own URL form, which psycopg takes and the service's normaliser accepts.
-    server = sync_url(settings.database_url).set(drivername="postgresql")
+    server = sync_url(settings.database.url).set(drivername="postgresql")
     with own_database(server) as database_url:
         env = {**os.environ, "DATABASE_URL": database_url, "LOG_FORMAT": "json", "RELEASE_ID": "bench"}
         subprocess.run([SERVICE, "migrate"], env=env, check=True, capture_output=True, timeout=300)

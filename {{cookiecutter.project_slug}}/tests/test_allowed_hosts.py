@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 def client_allowing(settings: Settings, allowed_hosts: tuple[str, ...]) -> Iterator[TestClient]:
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(dataclasses.replace(settings, allowed_hosts=allowed_hosts))) as client:
+    with TestClient(
+        create_app(
+            dataclasses.replace(settings, web=dataclasses.replace(settings.web, allowed_hosts=allowed_hosts))
+        )
+    ) as client:
         yield client
 
 
@@ -26,7 +30,7 @@ def client_allowing(settings: Settings, allowed_hosts: tuple[str, ...]) -> Itera
 def default_hosts_client(environment: pytest.MonkeyPatch, settings: Settings) -> Iterator[TestClient]:
     """The app with ALLOWED_HOSTS unset, as a fresh bake runs it."""
     environment.delenv("ALLOWED_HOSTS")
-    yield from client_allowing(settings, load_settings().allowed_hosts)
+    yield from client_allowing(settings, load_settings().web.allowed_hosts)
 
 
 def status_for_host(client: TestClient, host: str, path: str = "/items") -> int:

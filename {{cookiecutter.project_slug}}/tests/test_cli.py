@@ -79,7 +79,7 @@ def test_shell_runs_stdin_with_settings_session_and_select_loaded(
     settings: Settings, environment: pytest.MonkeyPatch
 ) -> None:
     environment.setenv("PORT", "8123")
-    code = "print(settings.port, session.execute(select(1)).scalar())\n"
+    code = "print(settings.web.port, session.execute(select(1)).scalar())\n"
 
     result = CliRunner().invoke(main, ["shell"], input=code)
 

@@ -98,7 +98,9 @@ def test_unexpected_error_is_500_json_with_the_request_id(
     from starlette.testclient import TestClient
 
     # An unmigrated database has no items table: the query fails in a way no handler expects.
-    unmigrated = dataclasses.replace(settings, database_url=empty_database_url)
+    unmigrated = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, url=empty_database_url)
+    )
     with TestClient(create_app(unmigrated), raise_server_exceptions=False) as client:
         response = client.get("/items", headers={"X-Request-ID": "on-a-500"})
 

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from {{ cookiecutter.package_name }}.events import outgoing as events
 from {{ cookiecutter.package_name }}.events import signing
+from {{ cookiecutter.package_name }}.events.models import DeliveryStatus, EventDelivery
+from {{ cookiecutter.package_name }}.events.settings import EventSettings
 from {{ cookiecutter.package_name }}.jobs.tasks import (
     process_item,
 )
 from {{ cookiecutter.package_name }}.models import (
-    DeliveryStatus,
-    EventDelivery,
     OutboxJob,
 )
 from {{ cookiecutter.package_name }}.settings import (
@@ -50,8 +50,8 @@ def receiver() -> Iterator[EventReceiver]:
         yield server
 
 
-def attached(settings: Settings, url: str, **changes: Any) -> Settings:
-    return dataclasses.replace(settings, events_url=url, events_secret=SECRET, **changes)
+def attached(settings: Settings, url: str, **changes: Any) -> EventSettings:
+    return dataclasses.replace(settings.events, url=url, secret=SECRET, **changes)
 
 
 def done_item_with_event(engine: Engine) -> str:
@@ -179,7 +179,7 @@ def test_retry_after_from_the_receiver_is_honoured(
 
 def test_the_last_allowed_attempt_fails_the_event(engine: Engine, settings: Settings) -> None:
     event_id = done_item_with_event(engine)
-    delivery = events.Delivery(engine, attached(settings, REFUSING_URL, events_max_attempts=2))
+    delivery = events.Delivery(engine, attached(settings, REFUSING_URL, max_attempts=2))
 
     verdicts = [delivery.deliver(event_id), delivery.deliver(event_id), delivery.deliver(event_id)]
     delivery.close()

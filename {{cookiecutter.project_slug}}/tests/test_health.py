@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 def client_for(settings: Settings, database_url: URL) -> Iterator[TestClient]:
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(dataclasses.replace(settings, database_url=database_url))) as client:
+    with TestClient(
+        create_app(
+            dataclasses.replace(settings, database=dataclasses.replace(settings.database, url=database_url))
+        )
+    ) as client:
         yield client
 
 

@@ -18,13 +18,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from {{ cookiecutter.package_name }}.events import signing
-from {{ cookiecutter.package_name }}.jobs.tasks import (
-    HANDLE_EVENT,
-    handle_event,
-)
-from {{ cookiecutter.package_name }}.models import (
-    ReceivedEvent,
-)
+from {{ cookiecutter.package_name }}.events.jobs import HANDLE_EVENT, handle_event
+from {{ cookiecutter.package_name }}.events.models import ReceivedEvent
 from {{ cookiecutter.package_name }}.settings import (
     Settings,
 )
@@ -46,7 +41,10 @@ def receiving(settings: Settings, truncate_items: Any) -> Iterator[TestClient]:
     from starlette.testclient import TestClient
 
     truncate_items()
-    rotating = dataclasses.replace(settings, events_secret=SECRET, events_secret_previous=PREVIOUS_SECRET)
+    rotating = dataclasses.replace(
+        settings,
+        events=dataclasses.replace(settings.events, secret=SECRET, secret_previous=PREVIOUS_SECRET),
+    )
     with TestClient(create_app(rotating)) as client:
         yield client
 

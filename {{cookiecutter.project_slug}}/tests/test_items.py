@@ -98,7 +98,9 @@ def test_list_items_ignores_unknown_query_parameters(client: TestClient) -> None
 def test_create_item_is_503_json_when_the_database_is_unreachable(settings: Settings) -> None:
     from starlette.testclient import TestClient
 
-    unreachable = dataclasses.replace(settings, database_url=make_url(UNREACHABLE_DATABASE_URL))
+    unreachable = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, url=make_url(UNREACHABLE_DATABASE_URL))
+    )
     with TestClient(create_app(unreachable)) as client:
         response = client.post("/items", json={"name": "lost"})
 

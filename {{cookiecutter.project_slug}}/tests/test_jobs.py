@@ -185,7 +185,9 @@ def client_without_broker(settings: Settings, truncate_items: Callable[[], None]
     from starlette.testclient import TestClient
 
     truncate_items()
-    no_broker = dataclasses.replace(settings, redis_url=UNREACHABLE_REDIS_URL, broker_url=None)
+    no_broker = dataclasses.replace(
+        settings, jobs=dataclasses.replace(settings.jobs, redis_url=UNREACHABLE_REDIS_URL, broker_url=None)
+    )
     with TestClient(create_app(no_broker)) as client:
         yield client
 
@@ -233,8 +235,8 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
         assert conf.task_reject_on_worker_lost is True
         assert conf.worker_prefetch_multiplier == 1
         # Redelivered only once the job has surely been killed by its time limit.
-        assert conf.task_time_limit == settings.job_time_limit
-        assert conf.broker_transport_options["visibility_timeout"] > settings.job_time_limit
+        assert conf.task_time_limit == settings.jobs.time_limit
+        assert conf.broker_transport_options["visibility_timeout"] > settings.jobs.time_limit
         # A job left unacknowledged by a worker that died is looked for every 10 s, not every 100 s.
         assert conf.broker_transport_options["unacked_restore_throttle"] == 1
         # A worker keeps reconnecting to a broker that went away, however long it stays away, and often.

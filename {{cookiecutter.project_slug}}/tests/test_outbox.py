@@ -89,7 +89,12 @@ def celery(settings: Settings) -> Iterator[Celery]:
 
 @pytest.fixture
 def celery_without_broker(settings: Settings) -> Iterator[Celery]:
-    app = create_celery(dataclasses.replace(settings, redis_url=UNREACHABLE_REDIS_URL, broker_url=None))
+    app = create_celery(
+        dataclasses.replace(
+            settings,
+            jobs=dataclasses.replace(settings.jobs, redis_url=UNREACHABLE_REDIS_URL, broker_url=None),
+        )
+    )
     yield app
     app.close()
 

@@ -60,7 +60,9 @@ def test_an_unexpected_500_carries_the_security_headers(settings: Settings, empt
     from starlette.testclient import TestClient
 
     # An unmigrated database has no items table: the query fails in a way no handler expects.
-    unmigrated = dataclasses.replace(settings, database_url=empty_database_url)
+    unmigrated = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, url=empty_database_url)
+    )
     with TestClient(create_app(unmigrated), raise_server_exceptions=False) as client:
         response = client.get("/items")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -12,7 +11,6 @@ from sqlalchemy.engine import URL
 
 from {{ cookiecutter.package_name }}.settings import (
     ConfigurationError,
-    Settings,
     environment_names,
     load_settings,
 )
@@ -58,19 +56,19 @@ def test_every_missing_or_invalid_variable_is_named_in_one_error(environment: py
 def test_defaults_apply_to_every_optional_variable(required: pytest.MonkeyPatch) -> None:
     settings = load_settings()
 
-    assert settings.port == 8000
-    assert settings.web_concurrency == 1
-    assert settings.forwarded_allow_ips == "127.0.0.1"
-    assert settings.log_level == logging.INFO
-    assert settings.log_format == "json"
-    assert settings.db_pool_size == 10
-    assert settings.db_max_overflow == 10
+    assert settings.web.port == 8000
+    assert settings.web.concurrency == 1
+    assert settings.web.forwarded_allow_ips == "127.0.0.1"
+    assert settings.logs.level == logging.INFO
+    assert settings.logs.format == "json"
+    assert settings.database.pool_size == 10
+    assert settings.database.max_overflow == 10
     assert settings.graceful_timeout == 20
-    assert settings.broker_url is None
-    assert settings.worker_concurrency == 2
-    assert settings.job_time_limit == 300
-    assert settings.allowed_hosts == ("localhost", "127.0.0.1", "[::1]")
-    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.jobs.broker_url is None
+    assert settings.jobs.concurrency == 2
+    assert settings.jobs.time_limit == 300
+    assert settings.web.allowed_hosts == ("localhost", "127.0.0.1", "[::1]")
+    assert settings.web.max_body_bytes == 1024 * 1024
 
 
 def test_dotenv_in_the_working_directory_is_read(
@@ -82,9 +80,9 @@ def test_dotenv_in_the_working_directory_is_read(
 
     settings = load_settings()
 
-    assert settings.database_url == database_url
+    assert settings.database.url == database_url
     assert settings.secret_key == SECRET_KEY
-    assert settings.port == 9001
+    assert settings.web.port == 9001
 
 
 def test_dotenv_never_overrides_an_exported_variable(required: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -93,7 +91,7 @@ def test_dotenv_never_overrides_an_exported_variable(required: pytest.MonkeyPatc
 
     settings = load_settings()
 
-    assert settings.port == 9002
+    assert settings.web.port == 9002
     assert settings.secret_key == SECRET_KEY
 
 
@@ -151,8 +149,8 @@ def test_non_redis_redis_url_is_refused(required: pytest.MonkeyPatch) -> None:
 def test_jobs_go_to_redis_url_when_broker_url_is_unset(required: pytest.MonkeyPatch, redis_url: str) -> None:
     settings = load_settings()
 
-    assert settings.broker_url is None
-    assert settings.job_broker_url == redis_url
+    assert settings.jobs.broker_url is None
+    assert settings.jobs.broker == redis_url
 
 
 def test_redis_url_may_be_unset_when_broker_url_is_set(required: pytest.MonkeyPatch) -> None:
@@ -161,14 +159,14 @@ def test_redis_url_may_be_unset_when_broker_url_is_set(required: pytest.MonkeyPa
 
     settings = load_settings()
 
-    assert settings.redis_url is None
-    assert settings.job_broker_url == SQLITE_BROKER_URL
+    assert settings.jobs.redis_url is None
+    assert settings.jobs.broker == SQLITE_BROKER_URL
 
 
 def test_broker_url_wins_over_redis_url(required: pytest.MonkeyPatch) -> None:
     required.setenv("BROKER_URL", "redis://127.0.0.1:6379/9")
 
-    assert load_settings().job_broker_url == "redis://127.0.0.1:6379/9"
+    assert load_settings().jobs.broker == "redis://127.0.0.1:6379/9"
 
 
 def test_redis_url_is_named_when_neither_it_nor_broker_url_is_set(required: pytest.MonkeyPatch) -> None:
@@ -201,8 +199,8 @@ def test_empty_broker_url_means_unset(required: pytest.MonkeyPatch, tmp_path: Pa
 
     settings = load_settings()
 
-    assert settings.broker_url is None
-    assert settings.job_broker_url == redis_url
+    assert settings.jobs.broker_url is None
+    assert settings.jobs.broker == redis_url
 
 
 def test_empty_broker_url_and_redis_url_name_redis_url(required: pytest.MonkeyPatch) -> None:
@@ -316,13 +314,13 @@ def test_web_input_settings_of_a_wrong_type_range_or_form_are_refused(
 def test_allowed_hosts_are_trimmed_and_lowercased(required: pytest.MonkeyPatch) -> None:
     required.setenv("ALLOWED_HOSTS", " API.Example.com ,*.Example.org,[::1], 10.0.0.1 ")
 
-    assert load_settings().allowed_hosts == ("api.example.com", "*.example.org", "[::1]", "10.0.0.1")
+    assert load_settings().web.allowed_hosts == ("api.example.com", "*.example.org", "[::1]", "10.0.0.1")
 
 
 def test_allowed_hosts_star_anywhere_in_the_list_allows_any_host(required: pytest.MonkeyPatch) -> None:
     required.setenv("ALLOWED_HOSTS", "example.com,*")
 
-    assert load_settings().allowed_hosts == ("*",)
+    assert load_settings().web.allowed_hosts == ("*",)
 
 
 def test_displayed_masks_the_secret_key_and_url_passwords(required: pytest.MonkeyPatch) -> None:
@@ -356,7 +354,7 @@ def test_env_example_lists_exactly_the_settings_variables() -> None:
     names = [match["name"] for match in example_lines()]
 
     assert len(names) == len(set(names)), "a variable is listed twice"
-    assert sorted(names) == sorted(field.name.upper() for field in dataclasses.fields(Settings))
+    assert sorted(names) == sorted(environment_names())
 
 
 def test_env_example_documents_the_real_defaults(required: pytest.MonkeyPatch) -> None:
@@ -395,8 +393,12 @@ def test_release_id_falls_back_to_herokus_release_version(required: pytest.Monke
 def test_telemetry_is_off_unless_its_variables_say_so(required: pytest.MonkeyPatch) -> None:
     settings = load_settings()
 
-    assert (settings.tracing, settings.metrics, settings.sentry_dsn) == (False, False, None)
-    assert settings.otel_service_name == "{{ cookiecutter.project_slug }}"
+    assert (
+        settings.telemetry.tracing.on,
+        settings.telemetry.metrics.on,
+        settings.telemetry.error_reports.dsn,
+    ) == (False, False, None)
+    assert settings.telemetry.tracing.service_name == "{{ cookiecutter.project_slug }}"
 
 
 def test_an_otlp_endpoint_alone_turns_tracing_on(required: pytest.MonkeyPatch) -> None:
@@ -404,7 +406,7 @@ def test_an_otlp_endpoint_alone_turns_tracing_on(required: pytest.MonkeyPatch) -
 
     settings = load_settings()
 
-    assert (settings.tracing, settings.otel_traces_exporter) == (True, "otlp")
+    assert (settings.telemetry.tracing.on, settings.telemetry.tracing.exporter) == (True, "otlp")
 
 
 def test_telemetry_variables_that_cannot_work_are_all_named_at_start(required: pytest.MonkeyPatch) -> None:
@@ -429,9 +431,9 @@ def test_telemetry_variables_that_cannot_work_are_all_named_at_start(required: p
 def test_events_are_detached_unless_events_url_is_set(required: pytest.MonkeyPatch) -> None:
     settings = load_settings()
 
-    assert settings.events_url is None
-    assert settings.event_secrets == ()
-    assert settings.events_max_attempts == 12
+    assert settings.events.url is None
+    assert settings.events.secrets == ()
+    assert settings.events.max_attempts == 12
 
 
 def test_events_url_without_a_secret_names_events_secret(required: pytest.MonkeyPatch) -> None:
@@ -471,7 +473,7 @@ def test_event_secrets_are_masked_and_the_current_one_comes_first(required: pyte
     settings = load_settings()
     displayed = dict(settings.displayed())
 
-    assert settings.event_secrets == (current, previous)
+    assert settings.events.secrets == (current, previous)
     assert displayed["EVENTS_SECRET"] == displayed["EVENTS_SECRET_PREVIOUS"] == "********"
     assert displayed["EVENTS_URL"] == "https://user:***@other.example.com/events"
     shown = "\n".join(displayed.values()) + repr(settings)

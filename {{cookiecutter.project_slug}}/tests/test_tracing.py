@@ -15,7 +15,7 @@ import httpx2
 import pytest
 
 from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
-from {{ cookiecutter.package_name }}.settings import SERVICE_NAME
+from {{ cookiecutter.package_name }}.telemetry.settings import TracingSettings
 
 from processes import running_web, running_worker
 from receivers import OtlpReceiver, ReceivedSpan, serving
@@ -79,7 +79,7 @@ def test_one_post_is_one_trace_covering_request_sql_publish_job_and_job_sql_sent
     job_sql = [span for span in sql if job in ancestors(span, by_id)]
 
     assert request.parent_id == ""
-    assert {(span.service, span.version) for span in trace} == {(SERVICE_NAME, "v42")}
+    assert {(span.service, span.version) for span in trace} == {(TracingSettings.SERVICE_NAME, "v42")}
     assert request.attributes["http.route"] == "/items"
     assert PROCESS_ITEM in publish.name
     assert PROCESS_ITEM in job.name

@@ -759,7 +759,9 @@ def test_factor_07_port_binding_web_serves_http_itself_on_port(
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not serving() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert serving(), broken("VII", f"bind the port in $PORT ({web.port}), read through settings.port")
+        assert serving(), broken(
+            "VII", f"bind the port in $PORT ({web.port}), read through settings.web.port"
+        )
         response = httpx2.get(f"{web.base_url}/healthz", timeout=5)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
@@ -1189,7 +1191,7 @@ def test_factor_12_admin_tasks_are_subcommands_of_the_one_console_script(
         assert f"  {command} " in usage, broken("XII", f"keep `{command}` a subcommand of {CONSOLE_SCRIPT}")
     shell = subprocess.run(
         [console_script(), "shell"],
-        input="print('port', settings.port)\n",
+        input="print('port', settings.web.port)\n",
         env={**service_env, "PORT": "5123"},
         cwd=tmp_path,
         capture_output=True,

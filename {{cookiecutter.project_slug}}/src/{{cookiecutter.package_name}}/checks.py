@@ -76,10 +76,10 @@ def audit(load: Callable[[], Settings] = load_settings) -> Report:
     findings = audit_settings(settings)
     # A local file is already refused above; probing it would only create it.
     schema = "not checked (a local sqlite file)"
-    if settings.database_url.get_backend_name() != "sqlite":
+    if settings.database.url.get_backend_name() != "sqlite":
         database_findings, schema = check_database_answers(settings)
         findings += database_findings
-    if not settings.local_broker:
+    if not settings.jobs.local_broker:
         findings += check_broker_answers(settings)
     return Report(findings=findings, schema=schema)
 
@@ -107,8 +107,8 @@ def settings_problems(error: ConfigurationError) -> Iterable[Finding]:
 
 def check_forwarded_allow_ips(settings: Settings) -> Iterable[Finding]:
     """Factor VII: trusting every proxy is right only where a platform's router is the only way in."""
-    trusted = {address.strip() for address in settings.forwarded_allow_ips.split(",")}
-    if "*" in trusted and not settings.forwarded_allow_all:
+    trusted = {address.strip() for address in settings.web.forwarded_allow_ips.split(",")}
+    if "*" in trusted and not settings.web.forwarded_allow_all:
         yield Finding(
             Severity.ERROR,
             "FORWARDED_ALLOW_IPS",
@@ -120,7 +120,7 @@ def check_forwarded_allow_ips(settings: Settings) -> Iterable[Finding]:
 
 def check_allowed_hosts(settings: Settings) -> Iterable[Finding]:
     """Factor VII: answering any Host lets a forged one into absolute URLs and caches."""
-    if "*" in settings.allowed_hosts:
+    if "*" in settings.web.allowed_hosts:
         yield Finding(
             Severity.WARNING,
             "ALLOWED_HOSTS",
@@ -131,7 +131,7 @@ def check_allowed_hosts(settings: Settings) -> Iterable[Finding]:
 
 def check_database_is_shared(settings: Settings) -> Iterable[Finding]:
     """Factor VI: processes on other hosts cannot share a SQLite file."""
-    if settings.database_url.get_backend_name() == "sqlite":
+    if settings.database.url.get_backend_name() == "sqlite":
         yield Finding(
             Severity.ERROR,
             "DATABASE_URL",
@@ -142,8 +142,8 @@ def check_database_is_shared(settings: Settings) -> Iterable[Finding]:
 
 def check_broker_is_shared(settings: Settings) -> Iterable[Finding]:
     """Factor VI: a queue in a local SQLite file reaches no worker on another host."""
-    if settings.local_broker:
-        variable = "BROKER_URL" if settings.broker_url else "REDIS_URL"
+    if settings.jobs.local_broker:
+        variable = "BROKER_URL" if settings.jobs.broker_url else "REDIS_URL"
         yield Finding(
             Severity.ERROR,
             variable,
@@ -166,7 +166,7 @@ def check_release_id(settings: Settings) -> Iterable[Finding]:
 
 def check_log_level(settings: Settings) -> Iterable[Finding]:
     """Factor XI: DEBUG floods the log stream, and may carry request data."""
-    if settings.log_level <= logging.DEBUG:
+    if settings.logs.level <= logging.DEBUG:
         yield Finding(
             Severity.WARNING, "LOG_LEVEL", "XI", "DEBUG logs every detail of every request; INFO is the norm."
         )
@@ -197,7 +197,7 @@ def _probe_engine(settings: Settings) -> Engine:
 
     from .database import CONNECT_TIMEOUT_SECONDS, sync_url
 
-    url = sync_url(settings.database_url)
+    url = sync_url(settings.database.url)
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
         # libpq's own bound on connecting, and the server's on each statement.
@@ -234,7 +234,7 @@ def check_broker_answers(settings: Settings) -> list[Finding]:
     from .database import CONNECT_TIMEOUT_SECONDS
     from .jobs.celery_app import create_celery, probe_broker
 
-    variable = "BROKER_URL" if settings.broker_url else "REDIS_URL"
+    variable = "BROKER_URL" if settings.jobs.broker_url else "REDIS_URL"
     try:
         # The database's connect timeout (database.py): a backing service silent that long is down.
         probe_broker(create_celery(settings), CONNECT_TIMEOUT_SECONDS)

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import telemetry  # drop: telemetry
+from .events.commands import events  # drop: events
+
 if TYPE_CHECKING:
     from .settings import Settings
 
@@ -24,7 +27,6 @@ def load_or_exit() -> Settings:
     """Validated settings with logging configured, or exit naming every bad variable."""
     from .logs import configure_logging
     from .settings import ConfigurationError, load_settings
-    from .telemetry import log_filters, report_errors
 
     try:
         settings = load_settings()
@@ -32,8 +34,8 @@ def load_or_exit() -> Settings:
         click.echo(str(error), err=True)
         # sysexits.h: a supervisor tells "misconfigured" from "crashed".
         sys.exit(os.EX_CONFIG)
-    configure_logging(settings.log_level, settings.log_format, settings.release_id, log_filters(settings))
-    report_errors(settings)
+    configure_logging(settings.logs.level, settings.logs.format, settings.release_id)
+    telemetry.report_errors(settings)  # drop: telemetry
     return settings
 
 
@@ -48,8 +50,14 @@ def _exit_on_stop(signum: int, frame: FrameType | None) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.pass_context
+def main(context: click.Context) -> None:
     """Run one of the service's process types or admin commands."""
+    # What a capability's commands call for their settings (events/commands.py).
+    context.obj = load_or_exit
+
+
+main.add_command(events)  # drop: events
 
 
 @main.command()
@@ -58,20 +66,18 @@ def web() -> None:
     settings = load_or_exit()
     import uvicorn
 
-    from . import telemetry
-
-    telemetry.serve_web_metrics(settings)
+    telemetry.serve_web_metrics(settings)  # drop: telemetry
 
     uvicorn.run(
         f"{__package__}.web.app:app_from_environment",
         factory=True,
         # The router reaches the process from outside its container or dyno.
         host="0.0.0.0",  # noqa: S104  # nosec B104
-        port=settings.port,
-        workers=settings.web_concurrency,
+        port=settings.web.port,
+        workers=settings.web.concurrency,
         # Trusted only from these proxies, so url_for builds https:// links behind TLS.
         proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        forwarded_allow_ips=settings.web.forwarded_allow_ips,
         # The service's handler formats every line (logs.py).
         log_config=None,
         # The request-id middleware writes the access line, with the request id.
@@ -188,57 +194,3 @@ def shell() -> None:
         banner = f"Loaded: {', '.join(namespace)}"
         code.interact(banner=banner, local=namespace, exitmsg="")
     engine.dispose()
-
-
-@main.group()
-def events() -> None:
-    """Outgoing events to EVENTS_URL: see their state, re-drive the failed ones."""
-
-
-@events.command("list")
-@click.option(
-    "--status",
-    type=click.Choice(["pending", "delivered", "failed"]),
-    help="Only events in this state.",
-)
-def list_events(status: str | None) -> None:
-    """One line per event: id, type, status, attempts, last HTTP status or error, created."""
-    settings = load_or_exit()
-    from sqlalchemy.orm import Session
-
-    from .database import create_sync_database_engine
-    from .events import outgoing
-    from .models import DeliveryStatus
-
-    engine = create_sync_database_engine(settings)
-    with Session(engine) as session:
-        for event in outgoing.listed(session, DeliveryStatus(status) if status else None):
-            last = event.last_status if event.last_status is not None else (event.last_error or "-")
-            created = event.created_at.isoformat()
-            click.echo(f"{event.id}\t{event.type}\t{event.status.value}\t{event.attempts}\t{last}\t{created}")
-    engine.dispose()
-
-
-@events.command()
-@click.argument("event_ids", nargs=-1)
-@click.option("--failed", "all_failed", is_flag=True, help="Every failed event.")
-def redrive(event_ids: tuple[str, ...], all_failed: bool) -> None:
-    """Deliver events again, with a fresh set of attempts (the clock's relay sends them within seconds)."""
-    if bool(event_ids) == all_failed:
-        raise click.UsageError("Name the events to re-drive, or pass --failed (not both).")
-    settings = load_or_exit()
-    from sqlalchemy.orm import Session
-
-    from .database import create_sync_database_engine
-    from .events import outgoing
-
-    engine = create_sync_database_engine(settings)
-    with Session(engine) as session, session.begin():
-        redriven = outgoing.redrive(session, None if all_failed else list(event_ids))
-    engine.dispose()
-    for event_id in redriven:
-        click.echo(f"{event_id}\tre-driven")
-    missing = sorted(set(event_ids) - set(redriven))
-    if missing:
-        # Fail, so a script notices.
-        raise click.ClickException(f"Not re-driven (unknown or delivered): {', '.join(missing)}")

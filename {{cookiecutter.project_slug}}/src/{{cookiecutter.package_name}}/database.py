@@ -69,14 +69,14 @@ def _explicit_driver(url: URL) -> str | None:
 
 def create_async_database_engine(settings: Settings) -> AsyncEngine:
     """The web process's engine for writes."""
-    url = async_url(settings.database_url)
+    url = async_url(settings.database.url)
     if url.get_backend_name() == "sqlite":
         return create_async_engine(url)
     return create_async_engine(
         url,
         # A pool smaller than the requests served at once queues them.
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         # Before proxies' and load balancers' idle timeouts (often 30-60 min).
         pool_recycle=1800,
@@ -93,9 +93,9 @@ class Reads:
     """
 
     def __init__(self, settings: Settings) -> None:
-        url = async_url(settings.database_url)
+        url = async_url(settings.database.url)
         # With requests taking turns, an overflow connection would never be used.
-        size = settings.db_pool_size
+        size = settings.database.pool_size
         self.turns = asyncio.Semaphore(size)
         if url.get_backend_name() == "sqlite":
             self.engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
@@ -138,7 +138,7 @@ def async_connect_timeouts(url: URL) -> dict[str, float]:
 
 
 def create_sync_database_engine(settings: Settings) -> Engine:
-    url = sync_url(settings.database_url)
+    url = sync_url(settings.database.url)
     if url.get_backend_name() == "sqlite":
         return create_engine(url)
     # Commands run one statement at a time.

@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -90,14 +89,11 @@ def configure_logging(
     level: int,
     log_format: Literal["json", "console"],
     release: str | None = None,
-    filters: Sequence[logging.Filter] = (),
 ) -> None:
     """Send every log record of this process to stdout, once, in the chosen format."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter(release))
-    for extra_fields in filters:
-        handler.addFilter(extra_fields)
 
     # No line carries the caller, thread or process: skip looking them up.
     logging._srcfile = None

@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..jobs.outbox import record_job
-from ..jobs.tasks import HANDLE_EVENT
 from ..logs import request_id
-from ..models import ReceivedEvent
-from ..web.openapi import ERROR, JSON, ApiPart, json_response
+from ..web.contract import ERROR, JSON, ApiPart, DocumentedRoute, json_response
 from ..web.payloads import plain_text
 from ..web.resources import Resources
 from . import signing
+from .jobs import HANDLE_EVENT
+from .models import ReceivedEvent
+from .settings import EventSettings
 
 # Clock skew plus time in flight; an older request is refused, signed or not.
 TOLERANCE = 300
@@ -41,11 +42,21 @@ class EventReceipt(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
 
 
-async def receive_event(request: Request) -> JSONResponse:
+def route(settings: EventSettings) -> DocumentedRoute:
+    """POST /events, verifying with the current secret or, during a rotation, the previous one."""
+    secrets = settings.secrets
+
+    async def receive_event(request: Request) -> JSONResponse:
+        return await receive(request, secrets)
+
+    return DocumentedRoute("/events", receive_event, methods=["POST"], api=API)
+
+
+async def receive(request: Request, secrets: tuple[str, ...]) -> JSONResponse:
     resources: Resources = request.state.resources
     body = await request.body()
     signature = request.headers.get(signing.SIGNATURE_HEADER)
-    if not signing.is_signed(body, signature, resources.event_secrets):
+    if not signing.is_signed(body, signature, secrets):
         raise HTTPException(401, f"Missing or invalid {signing.SIGNATURE_HEADER}.")
     event = parse(body)
     if abs(time.time() - event["timestamp"]) > TOLERANCE:

@@ -21,9 +21,10 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from ..jobs import outbox
-from ..models import DeliveryStatus, EventDelivery, Item, OutboxJob
-from ..settings import Settings
+from ..models import Item, OutboxJob
 from . import signing
+from .models import DeliveryStatus, EventDelivery
+from .settings import EventSettings
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def post(client: httpx2.Client, url: str, secret: str, event: EventDelivery) -> 
 
 
 class Delivery:
-    def __init__(self, engine: Engine, settings: Settings, rng: random.Random | None = None) -> None:
+    def __init__(self, engine: Engine, settings: EventSettings, rng: random.Random | None = None) -> None:
         self.engine = engine
         self.settings = settings
         # Nothing secret depends on jitter.
@@ -137,7 +138,7 @@ class Delivery:
 
     def deliver(self, event_id: str) -> Verdict | None:
         """One attempt, recorded, and the next scheduled if due; None if nothing to do."""
-        url, secret = self.settings.events_url, self.settings.events_secret
+        url, secret = self.settings.url, self.settings.secret
         with Session(self.engine) as session:
             event = session.get(EventDelivery, event_id)
             if event is None or event.status is not DeliveryStatus.PENDING:
@@ -153,7 +154,7 @@ class Delivery:
     def record(self, event: EventDelivery, attempt: Attempt) -> Verdict | None:
         attempts = event.attempts + 1
         verdict = attempt.verdict
-        if verdict is Verdict.RETRY and attempts >= self.settings.events_max_attempts:
+        if verdict is Verdict.RETRY and attempts >= self.settings.max_attempts:
             verdict = Verdict.REFUSED
         status = {
             Verdict.DELIVERED: DeliveryStatus.DELIVERED,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, signals
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..logs import request_id
 from .reconnect import PromptlyReconnecting
@@ -18,6 +19,13 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 REQUEST_ID_HEADER = "request_id"
+# Never given up: jobs are idempotent, and an item must not stay pending.
+RETRIED_WHILE_DATABASE_IS_DOWN: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": True,
+    "retry_backoff_max": 10,
+    "max_retries": None,
+}
 
 
 # Not __name__: jobs queued before this module moved are still found.
@@ -25,7 +33,7 @@ SERVICE = __name__.partition(".")[0]
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery(SERVICE, broker=settings.job_broker_url, set_as_current=False)
+    app = Celery(SERVICE, broker=settings.jobs.broker, set_as_current=False)
     app.conf.update(
         # Services sharing one Redis never take each other's jobs.
         task_default_queue=SERVICE,
@@ -36,9 +44,9 @@ def create_celery(settings: Settings) -> Celery:
         # A worker that stops holds back as little work as possible.
         worker_prefetch_multiplier=1,
         # A stuck job cannot hold a pool process forever.
-        task_time_limit=settings.job_time_limit,
+        task_time_limit=settings.jobs.time_limit,
         broker_transport_options=broker_options(settings),
-        broker_use_ssl=broker_tls(settings.job_broker_url),
+        broker_use_ssl=broker_tls(settings.jobs.broker),
         # A pickled message from a compromised broker would run code in the worker.
         task_serializer="json",
         accept_content=["json"],
@@ -76,12 +84,12 @@ def probe_broker(app: Celery, timeout: float) -> None:
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
-    if settings.embedded_broker:
+    if settings.jobs.embedded_broker:
         # It hands every option to create_engine(), which rejects the Redis ones below.
         return {}
     return {
         # Redis redelivers an unacknowledged message after this: past the longest job, or it runs twice.
-        "visibility_timeout": settings.job_time_limit * 2,
+        "visibility_timeout": settings.jobs.time_limit * 2,
         # Redeliver a dead worker's jobs within 10 s; kombu's default can wait 100 s more.
         "unacked_restore_interval": 10,
         "unacked_restore_throttle": 1,

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Item, ItemStatus, ReceivedEvent
+from ..models import Item, ItemStatus
 
-# Message names: a contract between the senders and the worker.
+# Message name: a contract between the senders and the worker.
 PROCESS_ITEM = "items.process"
-HANDLE_EVENT = "events.handle"
+# Records, in the item's transaction, that it is done.
+Announce = Callable[[Session, Item], object]
 
 
-def process_item(
-    session: Session, item_id: int, announce: Callable[[Session, Item], object] | None = None
-) -> bool:
+def process_item(session: Session, item_id: int, announce: Announce | None = None) -> bool:
     """Compute the item's digest and mark it done. False if there was nothing to do (unknown or done).
 
     `announce` records, in the same transaction, that the item is done (events/outgoing.py, when on)."""
@@ -34,17 +32,4 @@ def process_item(
     item.status = ItemStatus.DONE
     if announce is not None:
         announce(session, item)
-    return True
-
-
-def handle_event(session: Session, event_id: str) -> bool:
-    """Act on an event another app sent (events/incoming.py). False if already handled.
-
-    A real service would do its work here, to commit together with the mark.
-    """
-    statement = select(ReceivedEvent).where(ReceivedEvent.id == event_id).with_for_update()
-    event = session.execute(statement).scalar_one_or_none()
-    if event is None or event.handled_at is not None:
-        return False
-    event.handled_at = datetime.now(UTC)
     return True

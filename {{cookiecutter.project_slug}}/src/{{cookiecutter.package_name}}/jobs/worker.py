@@ -16,24 +16,22 @@ import celery.apps.worker
 import celery.worker.state
 from celery import Celery, signals
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from .. import telemetry
+from .. import telemetry  # drop: telemetry
 from ..database import create_sync_database_engine
-from ..events import outgoing as events
+from ..events import jobs as events  # drop: events
 from ..logs import configure_logging
 from ..models import OutboxJob
 from ..settings import Settings
 from . import tasks
-from .celery_app import create_celery, propagate_request_ids
+from .celery_app import RETRIED_WHILE_DATABASE_IS_DOWN, create_celery, propagate_request_ids
 from .publish import publish_recorded
 from .relay import OutboxRelay
+from .tasks import Announce
 
 logger = logging.getLogger(__name__)
 
-# Never given up: jobs are idempotent, and an item must not stay pending.
-DATABASE_RETRY_MAX_SECONDS = 10
 RELAY_STOP_TIMEOUT = 5.0
 # The file descriptor, whatever sys.stdout has been replaced with.
 STDOUT = 1
@@ -42,16 +40,8 @@ STOP_SIGNALS = frozenset({"SIGTERM", "SIGQUIT", "SIGINT"})
 RESULT_READ_TURNS = 10
 
 
-def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Delivery:
-    """Bind jobs/tasks.py to message names; retry jobs the database was down for."""
-
-    retried_while_database_is_down = {
-        "autoretry_for": (OperationalError, InterfaceError),
-        "retry_backoff": True,
-        "retry_backoff_max": DATABASE_RETRY_MAX_SECONDS,
-        "max_retries": None,
-    }
-    announce = events.record_item_done if settings.events_url is not None else None
+def register_jobs(app: Celery, engine: Engine, announce: Announce | None = None) -> None:
+    """Bind jobs/tasks.py to message names; `announce` records that an item is done (events, when on)."""
 
     def process_item(item_id: int) -> None:
         with Session(engine, expire_on_commit=False) as session:
@@ -66,26 +56,14 @@ def register_jobs(app: Celery, engine: Engine, settings: Settings) -> events.Del
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
-    def handle_event(event_id: str) -> None:
-        with Session(engine) as session, session.begin():
-            handled = tasks.handle_event(session, event_id)
-        outcome = "handled" if handled else "already handled, or gone"
-        logger.info("Received event %s: %s", event_id, outcome, extra={"event_id": event_id})
-
-    delivery = events.Delivery(engine, settings)
-    app.task(name=tasks.PROCESS_ITEM, **retried_while_database_is_down)(process_item)
-    app.task(name=tasks.HANDLE_EVENT, **retried_while_database_is_down)(handle_event)
-    app.task(name=events.DELIVER_EVENT, **retried_while_database_is_down)(delivery.deliver)
-    return delivery
+    app.task(name=tasks.PROCESS_ITEM, **RETRIED_WHILE_DATABASE_IS_DOWN)(process_item)
 
 
 def use_service_logging(settings: Settings) -> None:
     """A receiver on `setup_logging` keeps Celery from configuring logging of its own."""
 
     def configure(**_: Any) -> None:
-        configure_logging(
-            settings.log_level, settings.log_format, settings.release_id, telemetry.log_filters(settings)
-        )
+        configure_logging(settings.logs.level, settings.logs.format, settings.release_id)
 
     signals.setup_logging.connect(configure, weak=False, dispatch_uid="use_service_logging")
 
@@ -150,17 +128,20 @@ def run_worker(settings: Settings) -> int:
     billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = RESULT_READ_TURNS
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
-    delivery = register_jobs(app, engine, settings)
+    register_jobs(
+        app,
+        engine,
+        announce=events.serve_in_worker(app, engine, settings.events),  # drop: events
+    )
     use_service_logging(settings)
     announce_in_log_format()
     propagate_request_ids()
     # Connections must not cross a fork.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
-    signals.worker_process_shutdown.connect(lambda **_: delivery.close(), weak=False)
-    telemetry.start_worker(settings, app, engine)
+    telemetry.start_worker(settings, app, engine)  # drop: telemetry
     worker = worker_class(app, float(settings.graceful_timeout))(
-        concurrency=settings.worker_concurrency,
-        loglevel=logging.getLevelName(settings.log_level),
+        concurrency=settings.jobs.concurrency,
+        loglevel=logging.getLevelName(settings.logs.level),
         # No banner: stdout carries log events only.
         quiet=True,
         # Workers need no knowledge of each other: a faster start, less broker chatter.
@@ -172,7 +153,6 @@ def run_worker(settings: Settings) -> int:
     worker.start()
     if worker.deadline is not None:
         worker.deadline.cancel()
-    delivery.close()
     engine.dispose()
     # A stop the platform asked for is a clean exit, even a cold one.
     if stop_requests and stop_requests[0] in STOP_SIGNALS:
@@ -188,7 +168,7 @@ def run_clock(settings: Settings) -> None:
     app = create_celery(settings)
     use_service_logging(settings)
     propagate_request_ids()
-    telemetry.start_tracing(settings)
+    telemetry.start_tracing(settings)  # drop: telemetry
     # Beat's SIGTERM handler raises SystemExit anywhere: import Celery's lazy parts now, not mid-import.
     with app.connection_for_write() as connection:
         _ = app.amqp.Producer, connection.transport
@@ -196,7 +176,7 @@ def run_clock(settings: Settings) -> None:
     relay = OutboxRelay(engine, app)
     relay.start()
     try:
-        app.Beat(loglevel=logging.getLevelName(settings.log_level), quiet=True).run()
+        app.Beat(loglevel=logging.getLevelName(settings.logs.level), quiet=True).run()
     finally:
         relay.stop(RELAY_STOP_TIMEOUT)
         engine.dispose()

@@ -11,6 +11,7 @@ from {{ cookiecutter.package_name }}.database import (
     create_sync_database_engine,
     sync_url,
 )
+from {{ cookiecutter.package_name }}.events import models as event_models  # noqa: F401  # drop: events
 from {{ cookiecutter.package_name }}.logs import configure_logging
 from {{ cookiecutter.package_name }}.models import Base
 from {{ cookiecutter.package_name }}.settings import load_settings
@@ -30,10 +31,10 @@ def main() -> None:
         return
     # Run as `alembic ...` from a shell (for example to autogenerate a revision).
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, settings.release_id)
+    configure_logging(settings.logs.level, settings.logs.format, settings.release_id)
     if context.is_offline_mode():
         context.configure(
-            url=sync_url(settings.database_url), target_metadata=Base.metadata, literal_binds=True
+            url=sync_url(settings.database.url), target_metadata=Base.metadata, literal_binds=True
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -6,12 +6,14 @@ returns at once and no OpenTelemetry, Prometheus or Sentry package is imported.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from starlette.middleware import Middleware
     from starlette.routing import BaseRoute
 
@@ -21,34 +23,31 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 5.0
 
 
-def log_filters(settings: Settings) -> list[logging.Filter]:
-    """Trace and span ids on every log line, when tracing is on."""
-    if not settings.tracing:
-        return []
-    from .tracing import TraceIdFilter
-
-    return [TraceIdFilter()]
-
-
 def report_errors(settings: Settings) -> None:
     """Error reports for this process (every command, before anything else can fail)."""
-    if settings.sentry_dsn:
+    if settings.telemetry.error_reports.dsn:
         from .error_reports import start_error_reports
 
         start_error_reports(settings)
 
 
 def start_tracing(settings: Settings) -> None:
-    """Traces for this process: each uvicorn worker (a fresh interpreter), the worker, the clock."""
-    if settings.tracing:
+    """Traces for this process, and their ids on its log lines: the worker, the clock."""
+    if settings.telemetry.tracing.on:
         from .tracing import start_tracing as start
 
         start(settings)
 
 
+def start_web_worker(settings: Settings) -> None:
+    """Each uvicorn worker is a fresh interpreter: its own error reports and traces."""
+    report_errors(settings)
+    start_tracing(settings)
+
+
 def serve_web_metrics(settings: Settings) -> None:
     """In the parent of uvicorn's workers, so the metrics endpoint outlives each of them."""
-    if settings.metrics:
+    if settings.telemetry.metrics.on:
         from .metrics import serve_metrics
 
         serve_metrics(settings)
@@ -59,35 +58,39 @@ def web_middleware(settings: Settings, routes: list[BaseRoute], untimed: frozens
     from starlette.middleware import Middleware
 
     middleware = []
-    if settings.tracing:
+    if settings.telemetry.tracing.on:
         from .tracing import traced_app
 
         middleware.append(Middleware(traced_app, routes=routes))
-    if settings.metrics:
+    if settings.telemetry.metrics.on:
         from .metrics import WebMetrics
 
         middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=untimed))
     return middleware
 
 
+@contextmanager
+def watching(settings: Settings, *engines: AsyncEngine) -> Iterator[None]:
+    """For a web process's life: a span per statement, a gauge of pool connections; the last spans sent."""
+    watch_engines(settings, *(engine.sync_engine for engine in engines))
+    try:
+        yield
+    finally:
+        if settings.telemetry.tracing.on:
+            from .tracing import flush_spans
+
+            flush_spans(FLUSH_SECONDS)
+
+
 def watch_engines(settings: Settings, *engines: Engine) -> None:
-    """A span per statement and a gauge of pool connections, for each engine the process made."""
-    if settings.tracing:
+    if settings.telemetry.tracing.on:
         from .tracing import trace_statements
 
         trace_statements(*engines)
-    if settings.metrics:
+    if settings.telemetry.metrics.on:
         from .metrics import count_pool_connections
 
         count_pool_connections(*engines)
-
-
-def flush(settings: Settings) -> None:
-    """At a web process's shutdown, inside the grace period: no recorded span is lost."""
-    if settings.tracing:
-        from .tracing import flush_spans
-
-        flush_spans(FLUSH_SECONDS)
 
 
 def start_worker(settings: Settings, app: Celery, engine: Engine) -> None:
@@ -95,18 +98,18 @@ def start_worker(settings: Settings, app: Celery, engine: Engine) -> None:
     from celery import signals
 
     start_tracing(settings)
-    if settings.metrics:
+    if settings.telemetry.metrics.on:
         from .metrics import count_jobs, queue_depth, serve_metrics
 
         # First: serving clears the directory the job and pool metrics write to.
         serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
         count_jobs()
     watch_engines(settings, engine)
-    if settings.tracing:
+    if settings.telemetry.tracing.on:
         from .tracing import flush_spans_when_worker_stops
 
         flush_spans_when_worker_stops(FLUSH_SECONDS)
-    if settings.sentry_dsn:
+    if settings.telemetry.error_reports.dsn:
         from .error_reports import flush_reports
 
         signals.worker_process_shutdown.connect(lambda **_: flush_reports(), weak=False)

@@ -20,20 +20,20 @@ PARAMETERS_HIDDEN = "[parameters: hidden]"
 def start_error_reports(settings: Settings) -> None:
     """Safe to call again in one process: it replaces the last setup."""
     sentry_sdk.init(
-        dsn=settings.sentry_dsn,
+        dsn=settings.telemetry.error_reports.dsn,
         release=settings.release_id,
-        server_name=settings.otel_service_name,
+        server_name=settings.telemetry.tracing.service_name,
         # Cookies, auth headers, user IPs stay out of reports.
         send_default_pii=False,
         # Frames' locals would include the settings and connection URLs.
         include_local_variables=False,
-        max_request_body_size="always" if settings.sentry_send_request_bodies else "never",
+        max_request_body_size="always" if settings.telemetry.error_reports.send_request_bodies else "never",
         # Errors only: traces are OpenTelemetry's job.
         traces_sample_rate=None,
         # An unhandled error is reported once, not again for its log line.
         integrations=[LoggingIntegration(event_level=None)],
         shutdown_timeout=FLUSH_SECONDS,
-        before_send=add_request_and_trace_ids if settings.tracing else add_request_id,
+        before_send=add_request_and_trace_ids if settings.telemetry.tracing.on else add_request_id,
     )
 
 

@@ -28,7 +28,7 @@ METRICS_HOST = "0.0.0.0"  # noqa: S104  # nosec B104
 
 def serve_metrics(settings: Settings, extra: Collector | None = None) -> None:
     """Serve the sum of what this type's processes write to the directory; call it before they start."""
-    port, directory = settings.metrics_port, settings.prometheus_multiproc_dir
+    port, directory = settings.telemetry.metrics.port, settings.telemetry.metrics.multiprocess_dir
     if port is None or directory is None:
         raise ValueError("metrics need METRICS_PORT and PROMETHEUS_MULTIPROC_DIR (load_settings checks both)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -121,6 +121,6 @@ class QueueDepth(Collector):
 
 
 def queue_depth(settings: Settings, queue: str) -> QueueDepth | None:
-    if settings.embedded_broker:
+    if settings.jobs.embedded_broker:
         return None
-    return QueueDepth(settings.job_broker_url, queue)
+    return QueueDepth(settings.jobs.broker, queue)

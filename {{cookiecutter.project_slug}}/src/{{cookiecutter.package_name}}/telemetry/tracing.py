@@ -40,7 +40,7 @@ UNTRACED_PATHS = "healthz,readyz"
 def start_tracing(settings: Settings) -> TracerProvider:
     """Installed globally: the instrumentations look it up there."""
     resource = Resource.create(
-        {SERVICE_NAME: settings.otel_service_name, SERVICE_VERSION: settings.release_id}
+        {SERVICE_NAME: settings.telemetry.tracing.service_name, SERVICE_VERSION: settings.release_id}
     )
     provider = TracerProvider(resource=resource, sampler=ParentBased(root=NoLoneClientSpans()))
     # Off the request path; forked pool processes restart its thread.
@@ -49,6 +49,7 @@ def start_tracing(settings: Settings) -> TracerProvider:
     CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]  # untyped upstream
     # So a slow Redis shows in the request's trace.
     RedisInstrumentor().instrument(tracer_provider=provider)
+    add_trace_ids_to_log_records()
     return provider
 
 
@@ -73,9 +74,9 @@ class NoLoneClientSpans(Sampler):
 
 
 def span_exporter(settings: Settings) -> SpanExporter:
-    if settings.otel_traces_exporter == "console":
+    if settings.telemetry.tracing.exporter == "console":
         return ConsoleSpanExporter()
-    endpoint = settings.otel_exporter_otlp_endpoint
+    endpoint = settings.telemetry.tracing.otlp_endpoint
     if endpoint is None:
         raise ValueError("OTLP needs OTEL_EXPORTER_OTLP_ENDPOINT (load_settings requires it)")
     return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH)
@@ -134,10 +135,16 @@ def flush_spans_when_worker_stops(timeout_seconds: float) -> None:
     signals.worker_shutdown.connect(flush, weak=False, dispatch_uid="flush_spans_in_worker")
 
 
-class TraceIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
+def add_trace_ids_to_log_records() -> None:
+    """Every log record made in a span carries its ids, whichever handler later writes it."""
+    make_record = logging.getLogRecordFactory()
+
+    def make_record_with_trace_ids(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             record.trace_id = format(context.trace_id, "032x")
             record.span_id = format(context.span_id, "016x")
-        return True
+        return record
+
+    logging.setLogRecordFactory(make_record_with_trace_ids)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from .. import telemetry
+from .. import telemetry  # drop: telemetry
 from ..database import Reads, create_async_database_engine, session_factory
-from ..events import incoming
+from ..events import incoming  # drop: events
 from ..jobs.celery_app import create_celery, propagate_request_ids
 from ..jobs.publish import JobQueue
 from ..logs import configure_logging
@@ -25,7 +25,7 @@ from .middleware.headers import SecurityHeadersMiddleware
 from .middleware.hosts import AllowedHostsMiddleware
 from .middleware.limits import BodyLimitMiddleware
 from .middleware.request_id import RequestIdMiddleware
-from .openapi import openapi_endpoint
+from .openapi import openapi_route  # drop: openapi
 from .resources import Resources
 from .shutdown import Draining, announce_stop_signals
 
@@ -35,32 +35,29 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = create_async_database_engine(settings)
-        reads = Reads(settings)
-        telemetry.watch_engines(settings, engine.sync_engine, reads.engine.sync_engine)
-        celery = create_celery(settings)
-        propagate_request_ids()
-        resources = Resources(
-            engine=engine,
-            sessions=session_factory(engine),
-            reads=reads,
-            schema=SchemaExpectation.from_migrations(),
-            release_id=settings.release_id,
-            jobs=JobQueue(celery),
-            draining=Draining(),
-            event_secrets=settings.event_secrets,
-        )
-        # Start-up's objects last as long as the process: collections skip them (bench/PROFILE.md).
-        gc.freeze()
-        try:
+        async with AsyncExitStack() as stack:
+            engine = create_async_database_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            reads = Reads(settings)
+            stack.push_async_callback(reads.engine.dispose)
+            celery = create_celery(settings)
+            stack.callback(celery.close)
+            propagate_request_ids()
+            stack.enter_context(telemetry.watching(settings, engine, reads.engine))  # drop: telemetry
+            resources = Resources(
+                engine=engine,
+                sessions=session_factory(engine),
+                reads=reads,
+                schema=SchemaExpectation.from_migrations(),
+                release_id=settings.release_id,
+                jobs=JobQueue(celery),
+                draining=Draining(),
+            )
+            # Start-up's objects last as long as the process: collections skip them (bench/PROFILE.md).
+            gc.freeze()
             with announce_stop_signals(resources.draining):
                 # Starlette copies this into each request's `request.state`.
                 yield {"resources": resources}
-        finally:
-            await engine.dispose()
-            await reads.engine.dispose()
-            celery.close()
-            telemetry.flush(settings)
 
     routes: list[BaseRoute] = [
         Route("/healthz", health.healthz, methods=["GET"]),
@@ -69,16 +66,18 @@ def create_app(settings: Settings) -> Starlette:
         # One route per path: Starlette's 405 names only the first matching route's methods in Allow.
         Route("/items", items.items_collection, methods=["GET", "POST"]),
         Route("/items/{item_id}", items.get_item, methods=["GET"]),
-        Route("/events", incoming.receive_event, methods=["POST"]),
-        Route("/openapi.json", openapi_endpoint(incoming.API), methods=["GET"]),
+        incoming.route(settings.events),  # drop: events
     ]
+    routes.append(openapi_route(routes))  # drop: openapi
     # Outermost first: refusals too get the security headers and a request id.
     middleware = [
-        *telemetry.web_middleware(settings, routes, PROBE_PATHS),
+        *telemetry.web_middleware(settings, routes, PROBE_PATHS),  # drop: telemetry
         Middleware(SecurityHeadersMiddleware),
         Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
-        Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts, exempt_paths=PROBE_PATHS),
-        Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+        Middleware(
+            AllowedHostsMiddleware, allowed_hosts=settings.web.allowed_hosts, exempt_paths=PROBE_PATHS
+        ),
+        Middleware(BodyLimitMiddleware, max_body_bytes=settings.web.max_body_bytes),
     ]
     return Starlette(
         routes=routes,
@@ -91,9 +90,6 @@ def create_app(settings: Settings) -> Starlette:
 def app_from_environment() -> Starlette:
     """The factory uvicorn calls in each web process of `{{ cookiecutter.project_slug }} web`."""
     settings = load_settings()
-    configure_logging(
-        settings.log_level, settings.log_format, settings.release_id, telemetry.log_filters(settings)
-    )
-    telemetry.report_errors(settings)
-    telemetry.start_tracing(settings)
+    configure_logging(settings.logs.level, settings.logs.format, settings.release_id)
+    telemetry.start_web_worker(settings)  # drop: telemetry
     return create_app(settings)

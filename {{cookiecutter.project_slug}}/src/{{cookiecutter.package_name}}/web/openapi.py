@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -12,20 +11,13 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from . import items, responses
+from .contract import ERROR, JSON, ApiPart, DocumentedRoute, json_response
 
 DISTRIBUTION = "{{ cookiecutter.project_slug }}"
 TITLE = "{{ cookiecutter.project_name }}"
-JSON = "application/json"
-
-
-def json_response(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-# Unlisted statuses are errors with the standard body.
-ERROR = {"default": json_response("An error (4xx bad input, 503 a backing service is down)", "Error")}
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/healthz": {
@@ -101,14 +93,6 @@ SCHEMAS = {
 }
 
 
-@dataclass(frozen=True)
-class ApiPart:
-    """A capability's paths and schemas, handed to the document by the app factory that mounts its routes."""
-
-    operations: dict[str, dict[str, dict[str, Any]]]
-    schemas: dict[str, Any]
-
-
 def openapi_document(*parts: ApiPart) -> dict[str, Any]:
     spec = APISpec(
         title=TITLE,
@@ -129,10 +113,12 @@ def openapi_document(*parts: ApiPart) -> dict[str, Any]:
     return spec.to_dict()
 
 
-def openapi_endpoint(*parts: ApiPart) -> Any:
+def openapi_route(routes: list[BaseRoute]) -> Route:
+    """GET /openapi.json: the core's paths, and those of every capability's route."""
+    parts = [route.api for route in routes if isinstance(route, DocumentedRoute)]
     body = json.dumps(openapi_document(*parts)).encode()
 
     async def serve_document(request: Request) -> Response:
         return Response(body, media_type=JSON)
 
-    return serve_document
+    return Route("/openapi.json", serve_document, methods=["GET"])

@@ -22,5 +22,3 @@ class Resources:
     release_id: str
     jobs: JobQueue
     draining: Draining
-    # None: every incoming event is refused.
-    event_secrets: tuple[str, ...] = ()
