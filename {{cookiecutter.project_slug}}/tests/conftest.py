@@ -29,6 +29,7 @@ from {{ cookiecutter.package_name }}.models import (
 )
 from {{ cookiecutter.package_name }}.schema import upgrade_to_head
 from {{ cookiecutter.package_name }}.settings import (
+    ConfigurationError,
     Settings,
     environment_names,
     load_settings,
@@ -262,6 +263,19 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Monke
 
 
 @pytest.fixture
+def required(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str) -> pytest.MonkeyPatch:
+    """Only the variables without defaults are set."""
+    environment.setenv("DATABASE_URL", url_string(database_url))
+    environment.setenv("REDIS_URL", redis_url)
+    environment.setenv("SECRET_KEY", SECRET_KEY)
+    return environment
+
+
+def problems_of(error: pytest.ExceptionInfo[ConfigurationError]) -> set[str]:
+    return set(error.value.problems)
+
+
+@pytest.fixture
 def settings(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str) -> Settings:
     environment.setenv("DATABASE_URL", url_string(database_url))
     environment.setenv("REDIS_URL", redis_url)
@@ -278,9 +292,9 @@ def truncate_items(database_url: URL) -> Callable[[], None]:
         engine = create_engine(sync_url(database_url), poolclass=NullPool)
         try:
             with engine.begin() as connection:
-                connection.execute(
-                    text("TRUNCATE items, job_outbox, event_deliveries, received_events RESTART IDENTITY")
-                )
+                # Every table the migrations made, whichever capabilities the service keeps.
+                tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
+                connection.execute(text(f"TRUNCATE {', '.join(sorted(tables))} RESTART IDENTITY"))
         finally:
             engine.dispose()
 

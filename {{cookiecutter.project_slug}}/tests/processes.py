@@ -235,13 +235,13 @@ def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes
     return int(status_line.split()[1]), headers, body
 
 
-@dataclass
+@dataclass  # drop: events
 class ReceivedEvent:
     body: bytes
     signature: str | None
 
 
-class EventReceiver:
+class EventReceiver:  # drop: events
     """Another app, as far as events go: an HTTP server on 127.0.0.1 that answers each POST with the next
     scripted (status, headers), 200 once the script runs out, and keeps what it was sent."""
 
@@ -271,7 +271,7 @@ class EventReceiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/events"
 
 
-@contextmanager
+@contextmanager  # drop: events
 def event_receiver() -> Iterator[EventReceiver]:
     receiver = EventReceiver()
     thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)

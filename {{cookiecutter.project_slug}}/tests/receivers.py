@@ -16,14 +16,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # drop: tracing
+from opentelemetry.proto.trace.v1.trace_pb2 import Span  # drop: tracing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # drop: tracing
 class ReceivedSpan:
     name: str
     trace_id: str
@@ -74,18 +71,18 @@ class Receiver:
             return list(self.bodies)
 
 
-class OtlpReceiver(Receiver):
+class OtlpReceiver(Receiver):  # drop: tracing
     """What an OpenTelemetry Collector's OTLP/HTTP receiver does with traces, minus the forwarding."""
 
     def reply(self, path: str) -> bytes:
-        bytes_: bytes = ExportTraceServiceResponse().SerializeToString()
+        bytes_: bytes = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         return bytes_
 
     def spans(self) -> list[ReceivedSpan]:
         spans = []
         for path, body in self.received():
             assert path == "/v1/traces", path
-            request = ExportTraceServiceRequest.FromString(body)
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
             for resource_spans in request.resource_spans:
                 resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
                 for scope_spans in resource_spans.scope_spans:
@@ -106,7 +103,7 @@ class OtlpReceiver(Receiver):
         return spans
 
 
-def attribute_value(value: Any) -> Any:
+def attribute_value(value: Any) -> Any:  # drop: tracing
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
 

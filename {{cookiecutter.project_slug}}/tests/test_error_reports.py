@@ -19,7 +19,11 @@ from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 
 from conftest import SECRET_KEY, UNREACHABLE_DATABASE_URL, settings_for, url_string
 from processes import run_command, running_web, running_worker, wait_until
-from receivers import OtlpReceiver, SentryReceiver, serving
+from receivers import (
+    OtlpReceiver,  # drop: tracing
+    SentryReceiver,
+    serving,
+)
 
 # Reports leave from a background thread; this bounds their arrival on a busy machine.
 REPORT_TIMEOUT = 30.0
@@ -39,13 +43,16 @@ def report_where(
 def test_unhandled_errors_of_web_worker_and_command_are_reported_with_release_request_and_trace_ids(
     service_env: dict[str, str], empty_database_url: URL, redis_url: str, tmp_path: Path
 ) -> None:
-    with serving(SentryReceiver()) as sentry, serving(OtlpReceiver()) as otlp:
+    with (
+        serving(SentryReceiver()) as sentry,
+        serving(OtlpReceiver()) as otlp,  # drop: tracing
+    ):
         env = {
             **service_env,
             # A database without the schema: every query is an error no handler expects (a bug, a 500).
             "DATABASE_URL": url_string(empty_database_url),
             "SENTRY_DSN": sentry.dsn(),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,  # drop: tracing
             "RELEASE_ID": "v7",
             "NO_PROXY": "127.0.0.1,localhost",
         }
@@ -75,8 +82,8 @@ def test_unhandled_errors_of_web_worker_and_command_are_reported_with_release_re
     for report in (web_report, job_report, command_report):
         assert report["release"] == "v7"
         assert report["exception"]["values"]
-    assert HEX_TRACE_ID.fullmatch(web_report["tags"]["trace_id"])
-    assert HEX_TRACE_ID.fullmatch(job_report["tags"]["trace_id"])
+    assert HEX_TRACE_ID.fullmatch(web_report["tags"]["trace_id"])  # drop: tracing
+    assert HEX_TRACE_ID.fullmatch(job_report["tags"]["trace_id"])  # drop: tracing
     # Nothing private left the service: no request body, no secret key, no database password.
     raw = sentry.raw()
     assert BODY_MARKER.encode() not in raw

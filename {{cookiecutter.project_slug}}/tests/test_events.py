@@ -30,10 +30,12 @@ from {{ cookiecutter.package_name }}.models import (
     OutboxJob,
 )
 from {{ cookiecutter.package_name }}.settings import (
+    ConfigurationError,
     Settings,
+    load_settings,
 )
 
-from conftest import add_items
+from conftest import add_items, problems_of
 from processes import (
     EventReceiver,
     event_receiver,
@@ -224,3 +226,56 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert events.parse_retry_after("Sun, 29 Nov 2026 12:01:00 GMT", at) == 60.0
     assert events.parse_retry_after("soon", at) is None
     assert events.parse_retry_after(None, at) is None
+
+
+def test_events_are_detached_unless_events_url_is_set(required: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert settings.events.url is None
+    assert settings.events.secrets == ()
+    assert settings.events.max_attempts == 12
+
+
+def test_events_url_without_a_secret_names_events_secret(required: pytest.MonkeyPatch) -> None:
+    required.setenv("EVENTS_URL", "https://other.example.com/events")
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert problems_of(error) == {"EVENTS_SECRET"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EVENTS_URL", "ftp://other.example.com/events"),
+        ("EVENTS_URL", "/events"),
+        ("EVENTS_SECRET", "too-short"),
+        ("EVENTS_SECRET_PREVIOUS", "too-short"),
+        ("EVENTS_MAX_ATTEMPTS", "0"),
+    ],
+)
+def test_invalid_events_settings_are_named(required: pytest.MonkeyPatch, name: str, value: str) -> None:
+    required.setenv(name, value)
+
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+
+    assert name in problems_of(error)
+
+
+def test_event_secrets_are_masked_and_the_current_one_comes_first(required: pytest.MonkeyPatch) -> None:
+    current, previous = "current-" + "c" * 32, "previous-" + "p" * 32
+    required.setenv("EVENTS_URL", "https://user:url-hunter2@other.example.com/events")
+    required.setenv("EVENTS_SECRET", current)
+    required.setenv("EVENTS_SECRET_PREVIOUS", previous)
+
+    settings = load_settings()
+    displayed = dict(settings.displayed())
+
+    assert settings.events.secrets == (current, previous)
+    assert displayed["EVENTS_SECRET"] == displayed["EVENTS_SECRET_PREVIOUS"] == "********"
+    assert displayed["EVENTS_URL"] == "https://user:***@other.example.com/events"
+    shown = "\n".join(displayed.values()) + repr(settings)
+    for secret in (current, previous, "url-hunter2"):
+        assert secret not in shown

@@ -15,26 +15,13 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from conftest import SECRET_KEY, url_string
+from conftest import SECRET_KEY, problems_of, url_string
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 # `NAME=value` (a variable to set) or `# NAME=value` (an optional one, showing its default).
 EXAMPLE_LINE = re.compile(r"^(?P<comment>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 # The zero-server broker: a queue in a local file (never opened by these tests).
 SQLITE_BROKER_URL = "sqla+sqlite:///broker.sqlite3"
-
-
-@pytest.fixture
-def required(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str) -> pytest.MonkeyPatch:
-    """Only the variables without defaults are set."""
-    environment.setenv("DATABASE_URL", url_string(database_url))
-    environment.setenv("REDIS_URL", redis_url)
-    environment.setenv("SECRET_KEY", SECRET_KEY)
-    return environment
-
-
-def problems_of(error: pytest.ExceptionInfo[ConfigurationError]) -> set[str]:
-    return set(error.value.problems)
 
 
 def example_lines() -> list[re.Match[str]]:
@@ -252,19 +239,24 @@ MALFORMED = {
     "JOB_TIME_LIMIT": "0",
     "ALLOWED_HOSTS": "https://example.com",
     "MAX_BODY_BYTES": "1MB",
-    "EVENTS_URL": "ftp://other.example.com/events",
-    "EVENTS_SECRET": "too-short",
-    "EVENTS_SECRET_PREVIOUS": "too-short",
-    "EVENTS_MAX_ATTEMPTS": "0",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",
-    "OTEL_TRACES_EXPORTER": "zipkin",
-    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-    "METRICS_PORT": "metrics",
-    "SENTRY_DSN": "not a url",
-    "SENTRY_SEND_REQUEST_BODIES": "sometimes",
+    "EVENTS_URL": "ftp://other.example.com/events",  # drop: events
+    "EVENTS_SECRET": "too-short",  # drop: events
+    "EVENTS_SECRET_PREVIOUS": "too-short",  # drop: events
+    "EVENTS_MAX_ATTEMPTS": "0",  # drop: events
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",  # drop: tracing
+    "OTEL_TRACES_EXPORTER": "zipkin",  # drop: tracing
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",  # drop: tracing
+    "METRICS_PORT": "metrics",  # drop: metrics
+    "SENTRY_DSN": "not a url",  # drop: error-reports
+    "SENTRY_SEND_REQUEST_BODIES": "sometimes",  # drop: error-reports
 }
 # Free text: any value is a valid proxy list (uvicorn reads it), release name, service name or directory.
-FREE_TEXT = {"FORWARDED_ALLOW_IPS", "RELEASE_ID", "OTEL_SERVICE_NAME", "PROMETHEUS_MULTIPROC_DIR"}
+FREE_TEXT = {
+    "FORWARDED_ALLOW_IPS",
+    "RELEASE_ID",
+    "OTEL_SERVICE_NAME",  # drop: tracing
+    "PROMETHEUS_MULTIPROC_DIR",  # drop: metrics
+}
 
 
 def test_every_typed_variable_has_a_malformed_case_here() -> None:
@@ -388,94 +380,3 @@ def test_release_id_falls_back_to_herokus_release_version(required: pytest.Monke
     required.setenv("HEROKU_RELEASE_VERSION", "v42")
 
     assert load_settings().release_id == "v42"
-
-
-def test_telemetry_is_off_unless_its_variables_say_so(required: pytest.MonkeyPatch) -> None:
-    settings = load_settings()
-
-    assert (
-        settings.telemetry.tracing.on,
-        settings.telemetry.metrics.on,
-        settings.telemetry.error_reports.dsn,
-    ) == (False, False, None)
-    assert settings.telemetry.tracing.service_name == "{{ cookiecutter.project_slug }}"
-
-
-def test_an_otlp_endpoint_alone_turns_tracing_on(required: pytest.MonkeyPatch) -> None:
-    required.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
-
-    settings = load_settings()
-
-    assert (settings.telemetry.tracing.on, settings.telemetry.tracing.exporter) == (True, "otlp")
-
-
-def test_telemetry_variables_that_cannot_work_are_all_named_at_start(required: pytest.MonkeyPatch) -> None:
-    required.setenv("OTEL_TRACES_EXPORTER", "otlp")
-    required.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    required.setenv("PORT", "9100")
-    required.setenv("METRICS_PORT", "9100")
-    required.setenv("SENTRY_DSN", "not a url")
-
-    with pytest.raises(ConfigurationError) as error:
-        load_settings()
-
-    assert problems_of(error) == {
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "METRICS_PORT",
-        "PROMETHEUS_MULTIPROC_DIR",
-        "SENTRY_DSN",
-    }
-
-
-def test_events_are_detached_unless_events_url_is_set(required: pytest.MonkeyPatch) -> None:
-    settings = load_settings()
-
-    assert settings.events.url is None
-    assert settings.events.secrets == ()
-    assert settings.events.max_attempts == 12
-
-
-def test_events_url_without_a_secret_names_events_secret(required: pytest.MonkeyPatch) -> None:
-    required.setenv("EVENTS_URL", "https://other.example.com/events")
-
-    with pytest.raises(ConfigurationError) as error:
-        load_settings()
-
-    assert problems_of(error) == {"EVENTS_SECRET"}
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("EVENTS_URL", "ftp://other.example.com/events"),
-        ("EVENTS_URL", "/events"),
-        ("EVENTS_SECRET", "too-short"),
-        ("EVENTS_SECRET_PREVIOUS", "too-short"),
-        ("EVENTS_MAX_ATTEMPTS", "0"),
-    ],
-)
-def test_invalid_events_settings_are_named(required: pytest.MonkeyPatch, name: str, value: str) -> None:
-    required.setenv(name, value)
-
-    with pytest.raises(ConfigurationError) as error:
-        load_settings()
-
-    assert name in problems_of(error)
-
-
-def test_event_secrets_are_masked_and_the_current_one_comes_first(required: pytest.MonkeyPatch) -> None:
-    current, previous = "current-" + "c" * 32, "previous-" + "p" * 32
-    required.setenv("EVENTS_URL", "https://user:url-hunter2@other.example.com/events")
-    required.setenv("EVENTS_SECRET", current)
-    required.setenv("EVENTS_SECRET_PREVIOUS", previous)
-
-    settings = load_settings()
-    displayed = dict(settings.displayed())
-
-    assert settings.events.secrets == (current, previous)
-    assert displayed["EVENTS_SECRET"] == displayed["EVENTS_SECRET_PREVIOUS"] == "********"
-    assert displayed["EVENTS_URL"] == "https://user:***@other.example.com/events"
-    shown = "\n".join(displayed.values()) + repr(settings)
-    for secret in (current, previous, "url-hunter2"):
-        assert secret not in shown

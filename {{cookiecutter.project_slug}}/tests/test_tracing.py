@@ -15,6 +15,7 @@ import httpx2
 import pytest
 
 from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
+from {{ cookiecutter.package_name }}.settings import load_settings
 from {{ cookiecutter.package_name }}.telemetry.settings import TracingSettings
 
 from processes import running_web, running_worker
@@ -119,3 +120,12 @@ def span_tree(spans: list[ReceivedSpan]) -> str:
     for root in children.get("", []):
         walk(root, 0)
     return "\n".join(lines)
+
+
+def test_an_otlp_endpoint_alone_turns_tracing_on(required: pytest.MonkeyPatch) -> None:
+    required.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+
+    tracing = load_settings().telemetry.tracing
+
+    assert (tracing.on, tracing.exporter) == (True, "otlp")
+    assert tracing.service_name == TracingSettings.SERVICE_NAME

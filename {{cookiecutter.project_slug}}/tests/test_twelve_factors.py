@@ -77,7 +77,7 @@ from processes import (
     STARTUP_TIMEOUT,
     accepts_connections,
     console_script,
-    event_receiver,
+    event_receiver,  # drop: events
     free_port,
     is_ready,
     json_events,
@@ -521,7 +521,7 @@ def test_factor_04_backing_services_attach_by_url_as_a_platform_hands_it_out(
     assert fetched.json()["name"] == "behind a password"
 
 
-def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_it(
+def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_it(  # drop: events
     service_env: dict[str, str], database_url: URL, tmp_path: Path
 ) -> None:
     # Attached like the database: a URL (and its secret) in the configuration, the code unchanged.

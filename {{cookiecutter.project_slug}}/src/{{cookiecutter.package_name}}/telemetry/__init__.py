@@ -25,7 +25,7 @@ FLUSH_SECONDS = 5.0
 
 def report_errors(settings: Settings) -> None:
     """Error reports for this process (every command, before anything else can fail)."""
-    if settings.telemetry.error_reports.dsn:
+    if settings.telemetry.error_reports.on:  # drop: error-reports
         from .error_reports import start_error_reports
 
         start_error_reports(settings)
@@ -33,7 +33,7 @@ def report_errors(settings: Settings) -> None:
 
 def start_tracing(settings: Settings) -> None:
     """Traces for this process, and their ids on its log lines: the worker, the clock."""
-    if settings.telemetry.tracing.on:
+    if settings.telemetry.tracing.on:  # drop: tracing
         from .tracing import start_tracing as start
 
         start(settings)
@@ -47,7 +47,7 @@ def start_web_worker(settings: Settings) -> None:
 
 def serve_web_metrics(settings: Settings) -> None:
     """In the parent of uvicorn's workers, so the metrics endpoint outlives each of them."""
-    if settings.telemetry.metrics.on:
+    if settings.telemetry.metrics.on:  # drop: metrics
         from .metrics import serve_metrics
 
         serve_metrics(settings)
@@ -57,12 +57,12 @@ def web_middleware(settings: Settings, routes: list[BaseRoute], untimed: frozens
     """Outermost, so the request's span and its timing cover everything else, logging included."""
     from starlette.middleware import Middleware
 
-    middleware = []
-    if settings.telemetry.tracing.on:
+    middleware: list[Middleware] = []
+    if settings.telemetry.tracing.on:  # drop: tracing
         from .tracing import traced_app
 
         middleware.append(Middleware(traced_app, routes=routes))
-    if settings.telemetry.metrics.on:
+    if settings.telemetry.metrics.on:  # drop: metrics
         from .metrics import WebMetrics
 
         middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=untimed))
@@ -76,40 +76,46 @@ def watching(settings: Settings, *engines: AsyncEngine) -> Iterator[None]:
     try:
         yield
     finally:
-        if settings.telemetry.tracing.on:
-            from .tracing import flush_spans
-
-            flush_spans(FLUSH_SECONDS)
+        flush(settings)
 
 
 def watch_engines(settings: Settings, *engines: Engine) -> None:
-    if settings.telemetry.tracing.on:
+    """A span per statement and a gauge of pool connections, for each engine the process made."""
+    if settings.telemetry.tracing.on:  # drop: tracing
         from .tracing import trace_statements
 
         trace_statements(*engines)
-    if settings.telemetry.metrics.on:
+    if settings.telemetry.metrics.on:  # drop: metrics
         from .metrics import count_pool_connections
 
         count_pool_connections(*engines)
 
 
+def flush(settings: Settings) -> None:
+    """At a web process's shutdown, inside the grace period: no recorded span is lost."""
+    if settings.telemetry.tracing.on:  # drop: tracing
+        from .tracing import flush_spans
+
+        flush_spans(FLUSH_SECONDS)
+
+
 def start_worker(settings: Settings, app: Celery, engine: Engine) -> None:
     """Before the pool processes fork: they inherit it."""
-    from celery import signals
-
     start_tracing(settings)
-    if settings.telemetry.metrics.on:
+    if settings.telemetry.metrics.on:  # drop: metrics
         from .metrics import count_jobs, queue_depth, serve_metrics
 
         # First: serving clears the directory the job and pool metrics write to.
         serve_metrics(settings, queue_depth(settings, app.conf.task_default_queue))
         count_jobs()
     watch_engines(settings, engine)
-    if settings.telemetry.tracing.on:
+    if settings.telemetry.tracing.on:  # drop: tracing
         from .tracing import flush_spans_when_worker_stops
 
         flush_spans_when_worker_stops(FLUSH_SECONDS)
-    if settings.telemetry.error_reports.dsn:
+    if settings.telemetry.error_reports.on:  # drop: error-reports
+        from celery import signals
+
         from .error_reports import flush_reports
 
         signals.worker_process_shutdown.connect(lambda **_: flush_reports(), weak=False)

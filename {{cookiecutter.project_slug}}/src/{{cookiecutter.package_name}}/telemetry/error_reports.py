@@ -19,10 +19,13 @@ PARAMETERS_HIDDEN = "[parameters: hidden]"
 
 def start_error_reports(settings: Settings) -> None:
     """Safe to call again in one process: it replaces the last setup."""
+    before_send = add_request_id
+    if settings.telemetry.tracing.on:  # drop: tracing
+        before_send = add_request_and_trace_ids
     sentry_sdk.init(
         dsn=settings.telemetry.error_reports.dsn,
         release=settings.release_id,
-        server_name=settings.telemetry.tracing.service_name,
+        server_name=settings.telemetry.tracing.service_name,  # drop: tracing
         # Cookies, auth headers, user IPs stay out of reports.
         send_default_pii=False,
         # Frames' locals would include the settings and connection URLs.
@@ -33,7 +36,7 @@ def start_error_reports(settings: Settings) -> None:
         # An unhandled error is reported once, not again for its log line.
         integrations=[LoggingIntegration(event_level=None)],
         shutdown_timeout=FLUSH_SECONDS,
-        before_send=add_request_and_trace_ids if settings.telemetry.tracing.on else add_request_id,
+        before_send=before_send,
     )
 
 
@@ -48,7 +51,7 @@ def add_request_id(event: Any, hint: dict[str, Any]) -> Any:
     return event
 
 
-def add_request_and_trace_ids(event: Any, hint: dict[str, Any]) -> Any:
+def add_request_and_trace_ids(event: Any, hint: dict[str, Any]) -> Any:  # drop: tracing
     """...and with the trace, when tracing is on (only then is OpenTelemetry imported)."""
     from .tracing import current_trace_id
 

@@ -1,0 +1,170 @@
+"""Each optional capability drops out by the service README's recipe, and what is left passes lint and tests.
+
+Fast: the recipe and the marked lines agree in the default bake (every marker names a row of the README's
+table, every listed path exists, each hub carries at most three plug-in lines per capability).
+Slow: each row, and all of them at once (the core), on fresh bakes: delete, remove the marked lines,
+`make format`, `make lock`, a fresh `make install`, then `make lint` and `make test`. The six bakes' lint and
+tests run two at a time (one per core); each suite claims its own databases and Redis.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from drops import drop, marker, recipe, tracked_files
+from support import (
+    TEMPLATE_DIR,
+    TOOLS_BIN,
+    Bake,
+    assert_every_test_ran_and_passed,
+    assert_succeeded,
+    clean_environment,
+    run,
+)
+
+# One bake per row of the README's table, and the core: every optional capability dropped.
+DROPS = {
+    "events": ("events",),
+    "openapi": ("openapi",),
+    "tracing": ("tracing",),
+    "metrics": ("metrics",),
+    "error-reports": ("error-reports",),
+    "core": ("events", "openapi", "telemetry"),
+}
+# The modules through which a capability reaches the rest: the app factory, the worker runner, the command
+# group, the settings.
+HUBS = ("web/app.py", "jobs/worker.py", "cli.py", "settings.py")
+MOST_PLUG_IN_LINES = 3
+IMPORT = re.compile(r"^\s*(from \S+ )?import ")
+PARALLEL_SUITES = 2
+POLL_SECONDS = 1.0
+PREPARE_TIMEOUT = 300
+# `make lint` and `make test` of one bake, sharing the machine with two others.
+SUITE_TIMEOUT = 1200
+
+
+def marked_capabilities(project: Path) -> set[str]:
+    found: set[str] = set()
+    for path in tracked_files(project):
+        try:
+            found.update(re.findall(r"drop: ([a-z-]+)", path.read_text()))
+        except UnicodeDecodeError:
+            continue
+    return found
+
+
+def test_every_marked_line_names_a_capability_of_the_readmes_recipe(default_bake: Bake) -> None:
+    every = recipe((default_bake.project / "README.md").read_text(), default_bake.package)
+    assert marked_capabilities(default_bake.project) <= set(every)
+    assert set(every) == {"events", "openapi", "tracing", "metrics", "error-reports", "telemetry"}
+
+
+def test_every_path_the_recipe_deletes_is_in_the_bake(default_bake: Bake) -> None:
+    every = recipe((default_bake.project / "README.md").read_text(), default_bake.package)
+    missing = [path for capability in every.values() for path in capability.paths]
+    assert [path for path in missing if not (default_bake.project / path).exists()] == []
+
+
+def test_each_capability_reaches_each_hub_through_at_most_three_lines(default_bake: Bake) -> None:
+    package = default_bake.project / "src" / default_bake.package
+    every = recipe((default_bake.project / "README.md").read_text(), default_bake.package)
+    too_many = {}
+    for hub in HUBS:
+        lines = (package / hub).read_text().splitlines()
+        for name in every:
+            plugged = [line for line in lines if marker(name).search(line) and not IMPORT.match(line)]
+            if len(plugged) > MOST_PLUG_IN_LINES:
+                too_many[f"{hub} ({name})"] = plugged
+    assert too_many == {}
+
+
+@dataclass
+class DroppedBake:
+    name: str
+    project: Path
+    outcome: subprocess.CompletedProcess[str] | None = None
+
+
+def prepare(name: str, capabilities: tuple[str, ...], folder: Path) -> DroppedBake:
+    """Bake, follow the recipe for each capability, and install afresh from the new lock."""
+    env = clean_environment()
+    assert_succeeded(run([TOOLS_BIN / "cookiecutter", "--no-input", TEMPLATE_DIR], cwd=folder, timeout=120))
+    (project,) = [path for path in folder.iterdir() if path.is_dir()]
+    package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    every = recipe((project / "README.md").read_text(), package)
+    for capability in capabilities:
+        drop(project, every[capability], every)
+    for step in (["make", "install"], ["make", "format"], ["make", "lock"]):
+        assert_succeeded(run(step, cwd=project, env=env, timeout=PREPARE_TIMEOUT))
+    # Only what the new lock names: a dropped dependency left installed would hide a missing declaration.
+    shutil.rmtree(project / ".venv")
+    assert_succeeded(run(["make", "install"], cwd=project, env=env, timeout=PREPARE_TIMEOUT))
+    return DroppedBake(name, project)
+
+
+def run_suites(bakes: list[DroppedBake], backing_services: dict[str, str]) -> None:
+    """`make lint && make test` in each bake, a few at a time; each outcome kept on its bake."""
+    env = clean_environment(**backing_services)
+    waiting = list(bakes)
+    running: dict[str, tuple[DroppedBake, subprocess.Popen[str], float]] = {}
+    while waiting or running:
+        while waiting and len(running) < PARALLEL_SUITES:
+            bake = waiting.pop(0)
+            with (bake.project.parent / "suite.out").open("w") as output:
+                process = subprocess.Popen(
+                    ["bash", "-c", "make lint && make test"],
+                    cwd=bake.project,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            running[bake.name] = (bake, process, time.monotonic())
+        for name, (bake, process, started) in list(running.items()):
+            if process.poll() is None and time.monotonic() - started < SUITE_TIMEOUT:
+                continue
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            output_text = (bake.project.parent / "suite.out").read_text()
+            bake.outcome = subprocess.CompletedProcess(process.args, process.returncode, output_text, "")
+            del running[name]
+        if running:
+            # Looked at again until one of the suites ends.
+            time.sleep(POLL_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def dropped_bakes(
+    tmp_path_factory: pytest.TempPathFactory, backing_services: dict[str, str]
+) -> dict[str, DroppedBake]:
+    bakes = [prepare(name, drops, tmp_path_factory.mktemp(name)) for name, drops in DROPS.items()]
+    run_suites(bakes, backing_services)
+    return {bake.name: bake for bake in bakes}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DROPS))
+def test_dropping_by_the_recipe_leaves_a_service_that_passes_make_lint_and_make_test(
+    dropped_bakes: dict[str, DroppedBake], name: str
+) -> None:
+    bake = dropped_bakes[name]
+    assert bake.outcome is not None
+    assert_every_test_ran_and_passed(bake.outcome)
+
+
+@pytest.mark.slow
+def test_the_core_keeps_no_trace_of_a_dropped_capability(dropped_bakes: dict[str, DroppedBake]) -> None:
+    core = dropped_bakes["core"].project
+    assert marked_capabilities(core) == set()
+    assert not (core / "src" / core.name.replace("-", "_") / "events").exists()
+    lock = (core / "requirements.txt").read_text()
+    for distribution in ("opentelemetry-sdk", "prometheus-client", "sentry-sdk", "apispec", "httpx2"):
+        assert f"\n{distribution}==" not in f"\n{lock}", distribution
