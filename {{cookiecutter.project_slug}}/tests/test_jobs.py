@@ -23,6 +23,7 @@ from celery import signals
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from {{ cookiecutter.package_name }}.events import jobs as events  # drop: events
 from {{ cookiecutter.package_name }}.jobs.celery_app import (
     REQUEST_ID_HEADER,
     broker_tls,
@@ -34,6 +35,7 @@ from {{ cookiecutter.package_name }}.jobs.tasks import (
     PROCESS_ITEM,
     process_item,
 )
+from {{ cookiecutter.package_name }}.jobs.worker import register_jobs
 from {{ cookiecutter.package_name }}.models import (
     Item,
     ItemStatus,
@@ -267,3 +269,14 @@ def test_create_celery_is_configured_to_lose_no_job(settings: Settings) -> None:
 )
 def test_rediss_url_works_as_a_platform_hands_it_out(broker_url: str, tls: dict[str, Any] | None) -> None:
     assert broker_tls(broker_url) == tls
+
+
+def test_every_periodic_job_names_a_job_the_worker_runs(settings: Settings, engine: Engine) -> None:
+    app = create_celery(settings)
+    register_jobs(app, engine)
+    events.serve_in_worker(app, engine, settings.events)  # drop: events
+
+    scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
+
+    assert scheduled <= set(app.tasks)
+    assert PROCESS_ITEM in app.tasks

@@ -1,7 +1,4 @@
-"""How settings are read: groups of variables, their parsers, and one error naming every problem.
-
-settings.py composes the groups; each capability's `settings.py` defines its own with these parts.
-"""
+"""What settings groups are made of: the field of one variable, the group, the parsers."""
 
 from __future__ import annotations
 
@@ -48,10 +45,7 @@ class Group:
     """The settings of one concern: a frozen dataclass read from the environment by `read`."""
 
     def problems(self, found: Mapping[str, list[str]], settings: Settings) -> Problems:
-        """Rules across variables, checked once every variable is read; `found` holds problems so far.
-
-        A group of groups asks each of its own.
-        """
+        """Rules across variables, once all are read; `found` holds the problems so far."""
         problems: Problems = {}
         for value in vars(self).values():
             if isinstance(value, Group):

@@ -1,8 +1,6 @@
 """Factor III: all configuration comes from the environment, validated once at start; bad values stop it.
 
-Only this module and each capability's `settings.py` read the environment; the entry points (`cli.py`)
-pass `Settings` down. Settings come in groups, one per concern; a capability's group plugs in here with
-three lines marked `# drop: <capability>`.
+One group per concern; the entry points (`cli.py`) pass `Settings` down.
 """
 
 from __future__ import annotations

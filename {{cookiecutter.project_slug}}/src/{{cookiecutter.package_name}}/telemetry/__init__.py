@@ -1,7 +1,6 @@
-"""Telemetry, each part switched on by its environment variables: traces, metrics, error reports.
+"""Traces, metrics and error reports, each on only when its variables are set: the hubs call only this.
 
-The hubs call only this module, one line per moment of a process's life; with every part off, each call
-returns at once and no OpenTelemetry, Prometheus or Sentry package is imported.
+With every part off, no OpenTelemetry, Prometheus or Sentry package is even imported.
 """
 
 from __future__ import annotations
