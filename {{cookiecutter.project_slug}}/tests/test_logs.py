@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pty
 import re
+import select
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +21,15 @@ from {{ cookiecutter.package_name }}.logs import (
     request_id,
 )
 
-from processes import STARTUP_TIMEOUT, running_web
+from processes import COMMAND_TIMEOUT, STARTUP_TIMEOUT, console_script, run_command, running_web
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
 
 ACCESS_LOGGER = "{{ cookiecutter.package_name }}.web.access"
 TEST_LOGGER = "{{ cookiecutter.package_name }}.test"
+CLI_LOGGER = "{{ cookiecutter.package_name }}.cli"
+AT_HEAD = "Database schema is at head"
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
@@ -189,3 +195,43 @@ def test_web_start_up_says_where_it_listens_and_nothing_of_library_internals(
     # Alembic's "setup plugin" lines, one per plugin, used to open every start.
     assert [event["message"] for event in start_up if event["logger"].startswith("alembic")] == []
     assert web.stderr == ""
+
+
+def output_at_a_terminal(command: list[str], env: dict[str, str], cwd: Path) -> str:
+    """What `command` writes when its stdout and stderr are a pseudo-terminal, as in a person's shell."""
+    primary, secondary = pty.openpty()
+    chunks: list[bytes] = []
+    with subprocess.Popen(
+        command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary
+    ):
+        os.close(secondary)
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([primary], [], [], deadline - time.monotonic())
+            try:
+                chunk = os.read(primary, 65536) if readable else b""
+            except OSError:  # EIO: the process closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.close(primary)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_with_log_format_unset_a_terminal_gets_readable_lines_and_anything_else_json(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {name: value for name, value in service_env.items() if name != "LOG_FORMAT"}
+
+    at_a_terminal = output_at_a_terminal([console_script(), "migrate"], env, tmp_path)
+    piped = run_command(["migrate"], env, tmp_path)
+
+    (line,) = [line for line in at_a_terminal.splitlines() if AT_HEAD in line]
+    assert not line.startswith("{"), at_a_terminal
+    assert f" INFO    {CLI_LOGGER} {AT_HEAD}" in line
+    assert "release=" in line
+    assert piped.returncode == 0, piped.stderr
+    (event,) = [event for event in json_lines(piped.stdout) if event["message"].startswith(AT_HEAD)]
+    assert (event["logger"], event["level"]) == (CLI_LOGGER, "INFO")
+    assert "release" in event

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,8 @@ main.add_command(events)  # drop: events
 
 
 @main.command()
-def web() -> None:
+@click.option("--reload", is_flag=True, help="Development only (make dev): restart on a change to the code.")
+def web(reload: bool) -> None:
     """Serve HTTP on $PORT (the Procfile's `web` process)."""
     settings = load_or_exit()
     import uvicorn
@@ -86,6 +88,9 @@ def web() -> None:
         timeout_graceful_shutdown=settings.graceful_timeout,
         # Don't advertise the server software.
         server_header=False,
+        # `make dev` only: a fresh server process after each change to the package's code.
+        reload=reload,
+        reload_dirs=[str(Path(__file__).parent)] if reload else None,
     )
 
 

@@ -74,11 +74,10 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        # A person at a terminal knows which release they run.
         fields = {
             key: value
             for key, value in vars(record).items()
-            if key not in STANDARD_RECORD_ATTRIBUTES and key != "release" and value is not None
+            if key not in STANDARD_RECORD_ATTRIBUTES and value is not None
         }
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, cast, get_type_hints
@@ -43,14 +44,15 @@ class ConfigurationError(Exception):
 @dataclasses.dataclass(frozen=True)
 class LogSettings(Group):
     level: int = variable("LOG_LEVEL", "level")
-    # json for machines; console for people at a terminal.
+    # json for machines; console for people. Unset: console only when stdout is a terminal.
     format: LogFormat = variable("LOG_FORMAT")
 
     @classmethod
     def read(cls, env: Env) -> Self:
+        chosen = env.str("LOG_FORMAT", "", validate=OneOf(["", "json", "console"]))
         return cls(
             level=env.log_level("LOG_LEVEL", logging.INFO),
-            format=cast("LogFormat", env.str("LOG_FORMAT", "json", validate=OneOf(["json", "console"]))),
+            format=cast("LogFormat", chosen or ("console" if sys.stdout.isatty() else "json")),
         )
 
 
