@@ -72,6 +72,9 @@ REDIS_CLAIM_PREFIX = "twelvefactor-test-claim:"
 REDIS_CLAIM_SECONDS = 3600
 REDIS_DATABASES = range(1, 16)
 
+# A test that asks for one of these starts the service's real processes.
+PROCESS_FIXTURES = frozenset({"service_env", "formation"})
+
 # The Host header of Starlette's TestClient.
 TEST_CLIENT_HOST = "testserver"
 
@@ -124,6 +127,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[SERVERS] = urls
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start the service's processes first: they mostly wait, and under pytest-xdist the other
+    workers fill those waits with the in-process tests instead of a long process test being left for last."""
+    items.sort(key=lambda item: not starts_processes(item))
+
+
+def starts_processes(item: pytest.Item) -> bool:
+    return isinstance(item, pytest.Function) and not PROCESS_FIXTURES.isdisjoint(item.fixturenames)
+
+
 def url_string(url: URL) -> str:
     """The URL as an environment variable holds it; `str(url)` would mask the password."""
     return url.render_as_string(hide_password=False)
@@ -143,7 +156,9 @@ class DatabaseServer:
         )
 
     def create(self) -> URL:
-        name = DATABASE_PREFIX + secrets.token_hex(6)
+        # pytest-xdist's worker id ("gw0"...) tells whose database a leftover was.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        name = f"{DATABASE_PREFIX}{worker}_{secrets.token_hex(6)}"
         with self.engine.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         return self.server_url.set(database=name)

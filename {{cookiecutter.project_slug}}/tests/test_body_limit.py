@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from processes import STARTUP_TIMEOUT, running_web
+import pytest
+from sqlalchemy.engine import URL
+
+from conftest import service_environment
+from processes import STARTUP_TIMEOUT, ServiceProcess, running_web
 
 LIMIT = 64 * 1024
 ANSWER_TIMEOUT = 20.0
@@ -27,14 +29,20 @@ def is_access_line(status: int) -> Any:
     return lambda event: event["logger"].endswith(".access") and event.get("status") == status
 
 
-@contextmanager
-def web_connection(env: dict[str, str], cwd: Path) -> Iterator[tuple[int, socket.socket]]:
-    """A connection to a real web process whose MAX_BODY_BYTES is LIMIT, and its port."""
-    with (
-        running_web({**env, "MAX_BODY_BYTES": str(LIMIT)}, cwd) as web,
-        socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection,
-    ):
-        yield web.port, connection
+@pytest.fixture(scope="module")
+def web(
+    database_url: URL, redis_keyspace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """One real web process whose MAX_BODY_BYTES is LIMIT; each test opens connections of its own."""
+    env = {**service_environment(database_url, redis_keyspace), "MAX_BODY_BYTES": str(LIMIT)}
+    with running_web(env, tmp_path_factory.mktemp("web")) as web:
+        yield web
+
+
+@pytest.fixture
+def connection(web: ServiceProcess) -> Iterator[socket.socket]:
+    with socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection:
+        yield connection
 
 
 def request_head(port: int, *headers: str) -> bytes:
@@ -75,47 +83,41 @@ def assert_json_413(status: int, headers: dict[str, str], body: bytes) -> None:
 
 
 def test_declared_length_over_the_limit_is_413_before_any_of_the_body_is_sent(
-    service_env: dict[str, str], tmp_path: Path
+    web: ServiceProcess, connection: socket.socket
 ) -> None:
-    with web_connection(service_env, tmp_path) as (port, connection):
-        connection.sendall(request_head(port, f"Content-Length: {ANNOUNCED}"))
-        # Not one byte of the body follows.
-        answer = read_answer(connection)
+    connection.sendall(request_head(web.port, f"Content-Length: {ANNOUNCED}"))
+    # Not one byte of the body follows.
+    answer = read_answer(connection)
 
     assert_json_413(*answer)
 
 
 def test_chunked_body_growing_past_the_limit_is_413_while_the_client_is_still_sending(
-    service_env: dict[str, str], tmp_path: Path
+    web: ServiceProcess, connection: socket.socket
 ) -> None:
-    with web_connection(service_env, tmp_path) as (port, connection):
-        connection.sendall(request_head(port, "Transfer-Encoding: chunked"))
-        # Just past the limit, and no final chunk: the body, as far as the server knows, goes on.
-        for _ in range(LIMIT // CHUNK + 1):
-            connection.sendall(chunk(b"x" * CHUNK))
-        answer = read_answer(connection)
+    connection.sendall(request_head(web.port, "Transfer-Encoding: chunked"))
+    # Just past the limit, and no final chunk: the body, as far as the server knows, goes on.
+    for _ in range(LIMIT // CHUNK + 1):
+        connection.sendall(chunk(b"x" * CHUNK))
+    answer = read_answer(connection)
 
     assert_json_413(*answer)
 
 
-def test_chunked_body_within_the_limit_is_read_whole(service_env: dict[str, str], tmp_path: Path) -> None:
-    with web_connection(service_env, tmp_path) as (port, connection):
-        connection.sendall(request_head(port, "Transfer-Encoding: chunked", "Connection: close"))
-        connection.sendall(chunk(b'{"name": ') + chunk(b'"chunked"}') + chunk(b""))
-        status, _, body = read_answer(connection)
+def test_chunked_body_within_the_limit_is_read_whole(web: ServiceProcess, connection: socket.socket) -> None:
+    connection.sendall(request_head(web.port, "Transfer-Encoding: chunked", "Connection: close"))
+    connection.sendall(chunk(b'{"name": ') + chunk(b'"chunked"}') + chunk(b""))
+    status, _, body = read_answer(connection)
 
     assert status == 201
     assert json.loads(body)["name"] == "chunked"
 
 
-def test_client_that_hangs_up_mid_body_is_logged_as_a_4xx_not_a_server_error(
-    service_env: dict[str, str], tmp_path: Path
-) -> None:
-    with running_web({**service_env, "MAX_BODY_BYTES": str(LIMIT)}, tmp_path) as web:
-        with socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection:
-            connection.sendall(request_head(web.port, "Content-Length: 100") + b'{"name": ')
-        # Hung up 91 bytes short: the request ends as a 400 in the access log.
-        web.wait_for_event(is_access_line(400), STARTUP_TIMEOUT)
-        events = web.events()
+def test_client_that_hangs_up_mid_body_is_logged_as_a_4xx_not_a_server_error(web: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_TIMEOUT) as connection:
+        connection.sendall(request_head(web.port, "Content-Length: 100") + b'{"name": ')
+    # Hung up 91 bytes short: the request ends as a 400 in the access log.
+    web.wait_for_event(is_access_line(400), STARTUP_TIMEOUT)
+    events = web.events()
 
     assert not [event for event in events if event["level"] in ("ERROR", "CRITICAL")]

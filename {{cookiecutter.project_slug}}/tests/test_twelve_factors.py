@@ -210,6 +210,10 @@ def one_event_per_line(output: str) -> list[dict[str, Any]]:
     return json_events(output)
 
 
+# The tests that judge the formation run in one pytest-xdist worker, which starts it once.
+ONE_FORMATION = pytest.mark.xdist_group("formation")
+
+
 @pytest.fixture(scope="module")
 def formation(
     database_url: URL, redis_keyspace: str, tmp_path_factory: pytest.TempPathFactory
@@ -353,6 +357,7 @@ def test_factor_02_dependencies_the_service_needs_no_system_tool_on_path(
     )
 
 
+@ONE_FORMATION
 def test_factor_02_dependencies_no_process_type_starts_a_program_or_loads_a_system_library(
     formation: Observation,
 ) -> None:
@@ -560,6 +565,7 @@ def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_
     )
 
 
+@ONE_FORMATION
 def test_factor_04_backing_services_every_connection_goes_where_a_url_setting_points(
     formation: Observation,
 ) -> None:
@@ -732,6 +738,7 @@ def factor_of_a_written_file(path: str, log_files: set[str]) -> str:
     return broken("VI", f"keep state in a backing service, never on the local disk ({path})")
 
 
+@ONE_FORMATION
 def test_factor_06_processes_no_process_type_writes_a_file(formation: Observation) -> None:
     # Web, worker and clock ran in an empty working directory that is read-only (as Kubernetes'
     # readOnlyRootFilesystem makes it); the probe also sees writes anywhere else, and as root.
@@ -768,6 +775,7 @@ def test_factor_07_port_binding_web_serves_http_itself_on_port(
     assert "server" not in response.headers
 
 
+@ONE_FORMATION
 def test_factor_07_port_binding_web_is_reachable_on_every_interface(formation: Observation) -> None:
     # A router reaches a container or dyno from outside: 127.0.0.1 alone is not enough.
     assert formation.answered_elsewhere == '{"status":"ok"}', broken(
@@ -813,6 +821,7 @@ def test_factor_08_concurrency_web_runs_web_concurrency_processes_in_the_foregro
     assert written == [], broken("VIII", f"write no PID file; the platform tracks processes: {written}")
 
 
+@ONE_FORMATION
 def test_factor_08_concurrency_no_process_type_daemonises(formation: Observation) -> None:
     exited = formation.exited_before_stop
     assert not exited, broken("VIII", f"run every process in the foreground until stopped: {exited} exited")
@@ -921,7 +930,7 @@ UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
 JOB_BOUND = 30.0
 # JOB_TIME_LIMIT of the worker that takes over from a dead one: Redis hands it the dead worker's job twice
 # this long after its delivery (the visibility timeout). Short, yet far longer than the job's milliseconds.
-SHORT_JOB_TIME_LIMIT = 3
+SHORT_JOB_TIME_LIMIT = 2
 # GRACEFUL_TIMEOUT of a worker stopped with a job in hand that cannot finish, and the seconds it may take to
 # exit beyond it (closing the pool and the broker connection take 2-3 s; wide, for a busy machine).
 SHORT_GRACE = 1
@@ -1143,6 +1152,7 @@ def test_factor_11_logs_an_unhandled_error_is_one_event_with_its_request_id(
     assert web.stderr == "", broken("XI", f"log to stdout only, through logs.py: {web.stderr}")
 
 
+@ONE_FORMATION
 def test_factor_11_logs_every_process_type_logs_to_stdout_only(formation: Observation) -> None:
     elsewhere = [
         f"{record.args[0] or 'root'}: {record.args[1]} to {record.args[2]}"
