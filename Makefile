@@ -33,11 +33,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The fast tier in two processes; the slow tier in one, its heavy modules running their bakes side by side
+# themselves, so that no load or fault test shares the machine with a second test.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow" --numprocesses 2
+	$(BIN)/pytest -m slow
 
 test-fast: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" --numprocesses 2
 
 test-slow: install
 	$(BIN)/pytest -m slow

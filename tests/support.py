@@ -276,6 +276,16 @@ def clean_environment(**overrides: str) -> dict[str, str]:
 # --- Installed bakes (the slow tier) ------------------------------------------------------------------------
 
 INSTALL_TIMEOUT = 300
+# The service's tests that go through the hubs a capability plugs into (web/app.py, jobs/worker.py, cli.py,
+# settings.py) and start each process type: what a bake other than the default one must pass.
+HUB_TESTS = (
+    "tests/test_health.py",
+    "tests/test_items.py",
+    "tests/test_worker.py",
+    "tests/test_cli.py",
+    "tests/test_settings.py",
+    "tests/test_logs.py",
+)
 ANSWERS = {"default": DEFAULT_ANSWERS, "unusual": UNUSUAL_ANSWERS}
 
 
@@ -316,9 +326,17 @@ class Installer:
         return installed
 
     def _install(self, name: str) -> InstalledService:
-        bake = successful_bake(self._cookies.bake(extra_context=ANSWERS[name]))
-        # The template venv's bin first on PATH, so the Makefile finds and uses uv, with the shared cache.
-        process = run(["make", "install"], cwd=bake.project, env=clean_environment(), timeout=INSTALL_TIMEOUT)
-        if process.returncode != 0:
-            pytest.fail(f"`make install` failed\n{explain(process)}", pytrace=False)
-        return InstalledService(bake)
+        return install_bake(self._cookies, name)
+
+
+def install_bake(cookies: Any, name: str) -> InstalledService:
+    """A new bake of the answers called `name`, with `make install` run in it."""
+    return make_install(successful_bake(cookies.bake(extra_context=ANSWERS[name])))
+
+
+def make_install(bake: Bake) -> InstalledService:
+    # The template venv's bin first on PATH, so the Makefile finds and uses uv, with the shared cache.
+    process = run(["make", "install"], cwd=bake.project, env=clean_environment(), timeout=INSTALL_TIMEOUT)
+    if process.returncode != 0:
+        pytest.fail(f"`make install` failed\n{explain(process)}", pytrace=False)
+    return InstalledService(bake)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from processes import Response, free_port, fresh_database, http, settled_readiness
 from support import (
+    HUB_TESTS,
     InstalledService,
     Installer,
     assert_every_test_ran_and_passed,
@@ -109,10 +110,11 @@ def with_values(dotenv: str, **values: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_make_test_passes_on_exported_servers_which_win_over_dotenv(
+def test_hub_tests_pass_in_the_unusual_bake_on_exported_servers_which_win_over_dotenv(
     install: Installer, backing_services: dict[str, str]
 ) -> None:
-    # (The default bake's `make test`, with nothing exported, is in test_first_commands.py.)
+    # The default bake's whole `make test`, with nothing exported, is in test_first_commands.py; here the
+    # unusual names go through every hub and process type, and `make lint` (above) reads all of the code.
     service = install("unusual")
     dotenv = service.project / ".env"
     baked = dotenv.read_text()
@@ -120,7 +122,7 @@ def test_make_test_passes_on_exported_servers_which_win_over_dotenv(
     dotenv.write_text(with_values(baked, DATABASE_URL=NOWHERE_DATABASE_URL, REDIS_URL=NOWHERE_REDIS_URL))
     try:
         process = run(
-            ["make", "test"],
+            ["make", "test", f"TESTS={' '.join(HUB_TESTS)}"],
             cwd=service.project,
             env=clean_environment(**backing_services),
             timeout=TEST_TIMEOUT,
