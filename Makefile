@@ -33,17 +33,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The fast tier in two processes; the slow tier in one, its heavy modules running their bakes side by side
-# themselves, so that no load or fault test shares the machine with a second test.
+# Two pytest-xdist workers: the slow tier's tests mostly wait on the services they start. Each module's
+# tests stay in one worker (--dist loadfile), which makes its module-wide bakes once.
 test: lint
-	$(BIN)/pytest -m "not slow" --numprocesses 2
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest --numprocesses 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/pytest -m "not slow" --numprocesses 2
 
 test-slow: install
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m slow --numprocesses 2 --dist loadfile
 
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --quiet --universal --generate-hashes --no-annotate \

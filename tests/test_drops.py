@@ -3,7 +3,7 @@
 Fast: the recipe and the marked lines agree in the default bake (every marker names a row of the README's
 table, every listed path exists, each hub carries at most three plug-in lines per capability).
 Slow: each row, and all of them at once (the core), on fresh bakes: delete, remove the marked lines,
-`make format`, `make lock`, a fresh `make install`, then `make lint`, and tests. The core runs its whole
+`make lock`, `make install`, `make format`, then `make lint`, and tests. The core runs its whole
 `make test`: nothing optional is left, so it proves the core stands alone. Each single row runs the tests of
 the hubs it was unplugged from (HUB_TESTS: every process type started and doing its work), since mypy
 --strict, import-linter and deptry in `make lint` already prove that no dangling name, import or dependency
@@ -13,7 +13,6 @@ is left. Three bakes at a time; each suite claims its own databases and Redis.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,11 +103,11 @@ def prepare(name: str, capabilities: tuple[str, ...], folder: Path) -> DroppedBa
     every = recipe((project / "README.md").read_text(), package)
     for capability in capabilities:
         drop(project, every[capability], every)
-    for step in (["make", "install"], ["make", "format"], ["make", "lock"]):
+    # The recipe's `make format`, `make lock`, `make install`, in the order a fresh bake allows: the lock
+    # needs no .venv (uv comes with the template's tools), `make format` needs the one `make install` makes.
+    # One install, from the new lock: a dropped dependency left installed would hide a missing declaration.
+    for step in (["make", "lock"], ["make", "install"], ["make", "format"]):
         assert_succeeded(run(step, cwd=project, env=env, timeout=PREPARE_TIMEOUT))
-    # Only what the new lock names: a dropped dependency left installed would hide a missing declaration.
-    shutil.rmtree(project / ".venv")
-    assert_succeeded(run(["make", "install"], cwd=project, env=env, timeout=PREPARE_TIMEOUT))
     return DroppedBake(name, project)
 
 
