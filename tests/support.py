@@ -263,7 +263,8 @@ def declared_requirements(pyproject: Mapping[str, Any], *, extras: Sequence[str]
 def clean_environment(**overrides: str) -> dict[str, str]:
     """This process's environment for a child tool: the template venv's tools first on PATH, no leaks from
     the pytest run itself (PYTEST_*, an activated VIRTUAL_ENV, a private UV_CACHE_DIR), and bytecode
-    written (a bake's pytest keeps its rewritten test modules instead of rewriting them at each start)."""
+    written when a module is first imported, not all at install (a bake's pytest keeps its rewritten test
+    modules, and its processes what they import)."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -271,6 +272,8 @@ def clean_environment(**overrides: str) -> dict[str, str]:
         and name not in {"VIRTUAL_ENV", "UV_CACHE_DIR", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}
     }
     env["PATH"] = os.pathsep.join([str(TOOLS_BIN), env.get("PATH", os.defpath)])
+    # A bake's `make install` leaves compiling to the modules its processes import.
+    env["UV_COMPILE_BYTECODE"] = "0"
     env.update(overrides)
     return env
 
