@@ -11,6 +11,7 @@ import ast
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def recipe(readme: str, package: str) -> dict[str, Capability]:
     return capabilities
 
 
+# Python 3.11 before 3.11.8 shares ast's recursion counter among threads (CPython gh-106905): two threads
+# parsing at once fail with "AST constructor recursion depth mismatch". The drop tests bake in threads.
+AST_LOCK = threading.Lock()
+
+
 def marker(name: str) -> re.Pattern[str]:
     return re.compile(rf"drop: {re.escape(name)}(?![\w-])")
 
@@ -59,7 +65,9 @@ def without_marked_lines(text: str, name: str, python: bool = False) -> str:
     marked = {number for number, line in enumerate(lines) if marked_pattern.search(line)}
     dropped = set(marked)
     if python:
-        for node in ast.walk(ast.parse(text)):
+        with AST_LOCK:
+            tree = ast.parse(text)
+        for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if isinstance(node, ast.stmt) and isinstance(body, list) and body:
                 decorators = getattr(node, "decorator_list", [])

@@ -126,7 +126,8 @@ def run_formation(
             current: dict[str, Any] = http("GET", f"{base_url}{location}", timeout=2).json()
             return current if current["status"] == "done" else None
 
-        item = poll(finished, JOB_TIMEOUT) or http("GET", f"{base_url}{location}").json()
+        # Not done in time: the tests that read `item` fail with the formation's output.
+        item = poll(finished, JOB_TIMEOUT) or {}
         stopping = time.monotonic()
         formation.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -214,7 +215,7 @@ def test_release_process_migrates_and_exits_zero(formation: FormationRun) -> Non
 
 
 def test_item_created_through_web_is_finished_by_the_worker(formation: FormationRun) -> None:
-    assert formation.item["status"] == "done", formation.output
+    assert formation.item.get("status") == "done", formation.output
     assert formation.item["digest"] is not None
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, signals
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from ..logs import request_id
 from .reconnect import PromptlyReconnecting
@@ -27,6 +27,9 @@ RETRIED_WHILE_DATABASE_IS_DOWN: dict[str, Any] = {
     "max_retries": None,
 }
 
+
+# Tries at creating the embedded broker's queue: a process loses the race to at most a few others.
+EMBEDDED_QUEUE_TRIES = 3
 
 # Not __name__: jobs queued before this module moved are still found.
 SERVICE = __name__.partition(".")[0]
@@ -81,6 +84,26 @@ def probe_broker(app: Celery, timeout: float) -> None:
     """Raise if the broker does not answer within `timeout` seconds (`/readyz` and `check`)."""
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+
+
+def declare_embedded_queue(app: Celery, settings: Settings) -> None:
+    """Create the embedded broker's queue at start (web and worker; nothing to do with a broker server).
+
+    kombu's SQLAlchemy transport creates it on first use, guarded within one process only: a worker starting
+    as the web published its first job died of the IntegrityError. At start, the loser tries again.
+    """
+    if not settings.jobs.embedded_broker:
+        return
+    queue = app.amqp.queues[app.conf.task_default_queue]
+    for attempt in range(1, EMBEDDED_QUEUE_TRIES + 1):
+        try:
+            with app.connection_for_write() as connection:
+                queue(connection.default_channel).declare()
+            return
+        # The queue's row, or kombu's tables (OperationalError), made by another process meanwhile.
+        except (IntegrityError, OperationalError):
+            if attempt == EMBEDDED_QUEUE_TRIES:
+                raise
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:

@@ -25,7 +25,12 @@ from ..logs import configure_logging
 from ..models import OutboxJob
 from ..settings import Settings
 from . import tasks
-from .celery_app import RETRIED_WHILE_DATABASE_IS_DOWN, create_celery, propagate_request_ids
+from .celery_app import (
+    RETRIED_WHILE_DATABASE_IS_DOWN,
+    create_celery,
+    declare_embedded_queue,
+    propagate_request_ids,
+)
 from .publish import publish_recorded
 from .relay import OutboxRelay
 from .tasks import Announce
@@ -128,6 +133,7 @@ def run_worker(settings: Settings) -> int:
     billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = RESULT_READ_TURNS
     engine = create_sync_database_engine(settings)
     app = create_celery(settings)
+    declare_embedded_queue(app, settings)
     register_jobs(
         app,
         engine,

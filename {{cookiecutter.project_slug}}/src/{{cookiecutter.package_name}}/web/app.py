@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 from .. import telemetry  # drop: telemetry
 from ..database import Reads, create_async_database_engine, session_factory
 from ..events import incoming  # drop: events
-from ..jobs.celery_app import create_celery, propagate_request_ids
+from ..jobs.celery_app import create_celery, declare_embedded_queue, propagate_request_ids
 from ..jobs.publish import JobQueue
 from ..logs import configure_logging
 from ..schema import SchemaExpectation
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(reads.engine.dispose)
             celery = create_celery(settings)
             stack.callback(celery.close)
+            declare_embedded_queue(celery, settings)
             propagate_request_ids()
             stack.enter_context(telemetry.watching(settings, engine, reads.engine))  # drop: telemetry
             resources = Resources(
