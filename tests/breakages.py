@@ -756,9 +756,8 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(WORKER, "from ..models import OutboxJob\n", "from ..models import Base, OutboxJob\n"),
             Edit(
                 WORKER,
-                "    app = create_celery(settings)\n    register_jobs(\n",
-                "    app = create_celery(settings)\n    Base.metadata.create_all(engine)\n"
                 "    register_jobs(\n",
+                "    Base.metadata.create_all(engine)\n    register_jobs(\n",
             ),
         ),
     ),

@@ -1,10 +1,11 @@
 """The template's strongest claim: when a change breaks a factor, the generated service's checks say so.
 
-The unbroken bake passes all three layers (lint, the conformance suite, `check`); then each breakage in
-tests/breakages.py is applied alone and must be caught by its layer, run alone: ruff or deptry for what a
-linter sees, the one named conformance test for what only running the service shows, `<slug> check` for a
-deploy's unsafe settings. A layering breach (the web app importing the worker runner) must fail the bake's
-`make lint` naming import-linter's contract.
+Fast: every breakage still applies to a fresh bake (a change to the service that moves a breakage's text
+shows in seconds). Slow: the unbroken bake passes all three layers (lint, the conformance suite, `check`);
+then each breakage in tests/breakages.py is applied alone and must be caught by its layer, run alone: ruff
+or deptry for what a linter sees, the one named conformance test for what only running the service shows,
+`<slug> check` for a deploy's unsafe settings. A layering breach (the web app importing the worker runner)
+must fail the bake's `make lint` naming import-linter's contract.
 
 Three default bakes, installed once, take the breakages in turn, three at a time (a conformance test mostly
 waits on the processes it starts); each bake's own git restores it after each breakage. Every breakage's
@@ -13,8 +14,10 @@ outcome is kept, and each test below judges one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
+import shutil
 import subprocess
 import traceback
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ import pytest
 from breakages import BREAKAGES, Breakage
 from support import (
     DEFAULT_ANSWERS,
+    Bake,
     InstalledService,
     clean_environment,
     explain,
@@ -34,8 +38,6 @@ from support import (
     run,
     successful_bake,
 )
-
-pytestmark = pytest.mark.slow
 
 LINT_TIMEOUT = 120
 # One conformance test, its pytest session's database set-up included, on a machine running three.
@@ -83,8 +85,9 @@ def caught_by(
     breakage: Breakage, service: InstalledService, servers: dict[str, str], workdir: Path
 ) -> subprocess.CompletedProcess[str]:
     """What the breakage's layer says of the bake with the breakage applied; the bake is restored after."""
-    breakage.apply(service.bake)
     try:
+        # Inside: an edit that no longer applies may have left the ones before it in the bake.
+        breakage.apply(service.bake)
         if breakage.layer in ("ruff", "deptry"):
             return lint(service, breakage.layer)
         if breakage.layer == "test":
@@ -160,6 +163,7 @@ def check(
     return run([service.script, "check"], cwd=workdir, env=env, timeout=CHECK_TIMEOUT)
 
 
+@pytest.mark.slow
 def test_unbroken_bake_passes_lint_the_conformance_suite_and_check(
     restored: InstalledService, backing_services: dict[str, str], tmp_path: Path
 ) -> None:
@@ -175,6 +179,7 @@ def test_unbroken_bake_passes_lint_the_conformance_suite_and_check(
     assert audit.returncode == os.EX_OK, explain(audit)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=[breakage.name for breakage in BREAKAGES])
 def test_breakage_is_caught_by_its_layer(outcomes: dict[str, Outcome], breakage: Breakage) -> None:
     result = outcomes[breakage.name]
@@ -198,6 +203,7 @@ def test_breakage_is_caught_by_its_layer(outcomes: dict[str, Outcome], breakage:
         assert f" {breakage.expect} (factor {breakage.factor}): " in result.stdout, explain(result)
 
 
+@pytest.mark.slow
 def test_web_app_importing_the_worker_runner_fails_lint_naming_the_contract(
     restored: InstalledService,
 ) -> None:
@@ -222,3 +228,15 @@ def test_web_app_importing_the_worker_runner_fails_lint_naming_the_contract(
     assert result.returncode != 0, f"`make lint` let the web app import the worker runner\n{explain(result)}"
     assert f"{WEB_RUNS_NO_WORKER} BROKEN" in result.stdout, explain(result)
     assert f"{package}.web.app -> {package}.jobs.worker" in result.stdout, explain(result)
+
+
+def test_every_breakage_still_applies_to_a_fresh_bake(default_bake: Bake, tmp_path: Path) -> None:
+    stale = []
+    for breakage in BREAKAGES:
+        copy = tmp_path / breakage.name
+        shutil.copytree(default_bake.project, copy, ignore=shutil.ignore_patterns(".git", ".venv"))
+        try:
+            breakage.apply(dataclasses.replace(default_bake, project=copy))
+        except AssertionError as error:
+            stale.append(str(error))
+    assert stale == []
