@@ -950,14 +950,14 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(
                 WORKER,
                 "    app = create_celery(settings)\n    use_service_logging(settings)\n"
-                "    propagate_request_ids()\n"
+                "    propagate_request_context()\n"
                 "    telemetry.start_tracing(settings)  # drop: telemetry\n",
                 "    # The parent returns to the shell at once; the clock goes on in the child.\n"
                 "    if os.fork():\n"
                 "        os._exit(0)\n"
                 "    os.setsid()\n"
                 "    app = create_celery(settings)\n    use_service_logging(settings)\n"
-                "    propagate_request_ids()\n"
+                "    propagate_request_context()\n"
                 "    telemetry.start_tracing(settings)  # drop: telemetry\n",
             ),
         ),

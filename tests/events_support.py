@@ -7,6 +7,7 @@ its own private redis-server: A sends `item.done` events to B's POST /events wit
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -14,6 +15,7 @@ import hmac
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +26,8 @@ from processes import answers_health, free_port, poll, process_group
 from support import InstalledService, assert_succeeded, clean_environment, run
 
 SECRET_KEY = "events-test-secret-key-" + "k" * 32
-EVENTS_SECRET = "events-test-shared-secret-" + "e" * 32
+# Standard Webhooks: whsec_ and the base64 of 24 to 64 bytes (the service refuses anything else at start).
+EVENTS_SECRET = "whsec_" + base64.b64encode(b"events-test-shared-secret-" + b"e" * 6).decode()
 STARTUP = 120.0
 
 
@@ -52,6 +55,7 @@ class App:
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
             SECRET_KEY=SECRET_KEY,
+            API_OPEN="true",
             EVENTS_SECRET=EVENTS_SECRET,
             LOG_FORMAT="json",
             PORT=str(self.port),
@@ -98,20 +102,27 @@ class App:
         self.query("TRUNCATE items, job_outbox, event_deliveries, received_events RESTART IDENTITY")
 
 
-def signature(document: dict[str, Any], secret: str = EVENTS_SECRET) -> dict[str, str]:
-    """The header that signs `document` as `processes.http` sends it (`json.dumps`), as a sender signs."""
-    digest = hmac.new(secret.encode(), json.dumps(document).encode(), hashlib.sha256).hexdigest()
-    return {"X-Event-Signature": f"sha256={digest}"}
+def signature(
+    event_id: str, document: dict[str, Any], secret: str = EVENTS_SECRET, timestamp: float | None = None
+) -> dict[str, str]:
+    """The Standard Webhooks headers that sign `document` as `processes.http` sends it (`json.dumps`),
+    as a sender signs: HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the secret's bytes."""
+    at = int(time.time() if timestamp is None else timestamp)
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{event_id}.{at}.".encode() + json.dumps(document).encode()
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": event_id, "webhook-timestamp": str(at), "webhook-signature": f"v1,{digest}"}
 
 
 class ScriptedReceiver:
     """An HTTP server on 127.0.0.1 that answers POSTs with scripted statuses (then `after`), and keeps
-    every body it was sent."""
+    every event id (the `webhook-id` header) and body it was sent."""
 
     def __init__(self, statuses: list[int], after: int = 200) -> None:
         self.statuses = statuses
         self.after = after
         self.bodies: list[dict[str, Any]] = []
+        self.ids: list[str] = []
         self.lock = threading.Lock()
         receiver = self
 
@@ -120,6 +131,7 @@ class ScriptedReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     receiver.bodies.append(json.loads(body))
+                    receiver.ids.append(self.headers.get("webhook-id", ""))
                     status = receiver.statuses.pop(0) if receiver.statuses else receiver.after
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -136,7 +148,7 @@ class ScriptedReceiver:
 
     def event_ids(self) -> list[str]:
         with self.lock:
-            return [str(body["id"]) for body in self.bodies]
+            return list(self.ids)
 
 
 @contextlib.contextmanager

@@ -258,7 +258,9 @@ def private_servers(service: InstalledService) -> Iterator[Servers]:
     with private_postgres() as postgres, private_redis() as redis:
         sql(service, postgres.server_url, "CREATE DATABASE faults")
         database_url = postgres.server_url.rsplit("/", 1)[0] + "/faults"
-        env = clean_environment(DATABASE_URL=database_url, REDIS_URL=redis.url, SECRET_KEY=SECRET_KEY)
+        env = clean_environment(
+            DATABASE_URL=database_url, REDIS_URL=redis.url, SECRET_KEY=SECRET_KEY, API_OPEN="true"
+        )
         assert_succeeded(run([service.script, "migrate"], cwd=service.project, env=env, timeout=120))
         yield Servers(postgres, redis, database_url)
 
@@ -311,6 +313,7 @@ def started(
         DATABASE_URL=servers.database_url,
         REDIS_URL=servers.redis.url,
         SECRET_KEY=SECRET_KEY,
+        API_OPEN="true",
         LOG_FORMAT="json",
         PORT=str(port),
         **settings,

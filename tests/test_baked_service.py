@@ -246,6 +246,7 @@ def scenario(
             DATABASE_URL=database_url,
             REDIS_URL=backing_services["REDIS_URL"],
             SECRET_KEY=secrets.token_urlsafe(48),
+            API_OPEN="true",
             LOG_FORMAT="json",
             PORT=str(free_port()),
         )

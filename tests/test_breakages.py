@@ -159,7 +159,7 @@ def check(
     service: InstalledService, servers: dict[str, str], workdir: Path, **variables: str
 ) -> subprocess.CompletedProcess[str]:
     # An empty working directory: the bake's own .env must not fill in anything.
-    env = clean_environment(**{**servers, "SECRET_KEY": SECRET_KEY, **variables})
+    env = clean_environment(**{**servers, "SECRET_KEY": SECRET_KEY, "API_OPEN": "true", **variables})
     return run([service.script, "check"], cwd=workdir, env=env, timeout=CHECK_TIMEOUT)
 
 

@@ -153,5 +153,5 @@ def test_the_core_keeps_no_trace_of_a_dropped_capability(dropped_bakes: dict[str
     assert marked_capabilities(core) == set()
     assert not (core / "src" / core.name.replace("-", "_") / "events").exists()
     lock = (core / "requirements.txt").read_text()
-    for distribution in ("opentelemetry-sdk", "prometheus-client", "sentry-sdk", "apispec", "httpx2"):
+    for distribution in ("opentelemetry-sdk", "prometheus-client", "sentry-sdk", "apispec"):
         assert f"\n{distribution}==" not in f"\n{lock}", distribution

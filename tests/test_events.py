@@ -8,6 +8,7 @@ Every wait is a polled condition with a generous bound; the times measured are p
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from events_support import App, scripted_receiver, signature
+from events_support import EVENTS_SECRET, App, scripted_receiver, signature
 from fault_support import private_redis
 from processes import free_port, fresh_database, http, poll
 from support import InstalledService, Installer
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.slow
 
 # Bounds for conditions that usually hold within a second or two (a delivery, a retry after B returns).
 DELIVERY_BOUND = 90.0
+# Well-formed, so only the signature is wrong: 24 bytes that are not the shared secret's.
+FORGED_SECRET = "whsec_" + base64.b64encode(b"not-the-shared-secret-" + b"x" * 2).decode()
 # How long B stays down: long enough for A to fail several attempts, backing off between them.
 FAILED_ATTEMPTS_WHILE_DOWN = 3
 
@@ -170,23 +173,23 @@ def test_b_answering_400_is_not_retried_and_the_redrive_command_delivers_it_once
     assert receiver.event_ids() == [failed["id"]] * 2
 
 
-def event(event_id: str, timestamp: float) -> dict[str, Any]:
-    return {"id": event_id, "type": "item.done", "timestamp": int(timestamp), "data": {"id": 1}}
+def event() -> dict[str, Any]:
+    """The Standard Webhooks payload: the id and the attempt's time travel in the headers."""
+    return {"type": "item.done", "timestamp": "2026-11-29T12:00:00.000000Z", "data": {"id": 1}}
 
 
 def test_forged_stale_and_replayed_events_get_their_documented_status_from_b_and_change_nothing(
     b: App,
 ) -> None:
-    def post(document: dict[str, Any], secret: str | None = None) -> int:
-        headers = signature(document) if secret is None else signature(document, secret)
-        return http("POST", b.events_url, document, headers=headers).status
+    def post(event_id: str, timestamp: float | None = None, secret: str = EVENTS_SECRET) -> int:
+        headers = signature(event_id, event(), secret, timestamp)
+        return http("POST", b.events_url, event(), headers=headers).status
 
     with b.running("web"):
-        original = event("evt-original", time.time())
-        first, replayed = post(original), post(original)
+        first, replayed = post("evt-original"), post("evt-original")
         before = b.query("SELECT id, received_at FROM received_events")
-        forged = post(event("evt-forged", time.time()), secret="not-the-shared-secret-" + "x" * 32)
-        stale = post(event("evt-stale", time.time() - 3600))
+        forged = post("evt-forged", secret=FORGED_SECRET)
+        stale = post("evt-stale", timestamp=time.time() - 3600)
         after = b.query("SELECT id, received_at FROM received_events")
 
     assert (first, replayed, forged, stale) == (202, 200, 401, 400)

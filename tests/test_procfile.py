@@ -93,7 +93,9 @@ def honcho(installed: InstalledService, *arguments: str) -> list[str]:
 
 def formation_environment(installed: InstalledService, **settings: str) -> dict[str, str]:
     """The Procfile names the bare console script, as platforms run it: the service's venv first on PATH."""
-    env = clean_environment(SECRET_KEY=SECRET_KEY, LOG_FORMAT="json", GRACEFUL_TIMEOUT=GRACEFUL_TIMEOUT)
+    env = clean_environment(
+        SECRET_KEY=SECRET_KEY, API_OPEN="true", LOG_FORMAT="json", GRACEFUL_TIMEOUT=GRACEFUL_TIMEOUT
+    )
     env["PATH"] = os.pathsep.join([str(installed.bin), env["PATH"]])
     env.update(settings)
     return env

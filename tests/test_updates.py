@@ -243,11 +243,11 @@ def test_update_merges_into_lock_files_the_service_changed(history: History) -> 
     # The service adds a dependency of its own and re-locks, as its README says (`make lock`).
     pyproject = service / "pyproject.toml"
     declared = '    "click>=8.1,<9",\n'
-    pyproject.write_text(pyproject.read_text().replace(declared, declared + '    "httpx2>=2.16",\n', 1))
+    pyproject.write_text(pyproject.read_text().replace(declared, declared + '    "tenacity>=9",\n', 1))
     relock(service, upgrade=f"{UPGRADED_PACKAGE}=={OLDER_RELEASE}")
-    commit_all(service, "Call other services with httpx2")
+    commit_all(service, "Retry calls with tenacity")
     own = {lock: {entry.name for entry in lock_entries(service / lock)} for lock in LOCKS}
-    assert "httpx2" in own["requirements.txt"]
+    assert "tenacity" in own["requirements.txt"]
 
     update = run(UPDATE, cwd=service, env=clean_environment(), timeout=300)
 

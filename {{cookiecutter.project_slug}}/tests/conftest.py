@@ -73,7 +73,7 @@ REDIS_CLAIM_SECONDS = 3600
 REDIS_DATABASES = range(1, 16)
 
 # A test that asks for one of these starts the service's real processes.
-PROCESS_FIXTURES = frozenset({"service_env", "formation"})
+PROCESS_FIXTURES = frozenset({"service_env", "formation", "guarded_web"})
 
 # The Host header of Starlette's TestClient.
 TEST_CLIENT_HOST = "testserver"
@@ -188,6 +188,7 @@ def settings_for(database_url: URL, redis_url: str, **variables: str) -> Setting
         patch.setenv("DATABASE_URL", url_string(database_url))
         patch.setenv("REDIS_URL", redis_url)
         patch.setenv("SECRET_KEY", SECRET_KEY)
+        patch.setenv("API_OPEN", "true")
         for name, value in variables.items():
             patch.setenv(name, value)
         return load_settings(dotenv=None)
@@ -283,6 +284,7 @@ def required(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str)
     environment.setenv("DATABASE_URL", url_string(database_url))
     environment.setenv("REDIS_URL", redis_url)
     environment.setenv("SECRET_KEY", SECRET_KEY)
+    environment.setenv("API_OPEN", "true")
     return environment
 
 
@@ -295,6 +297,7 @@ def settings(environment: pytest.MonkeyPatch, database_url: URL, redis_url: str)
     environment.setenv("DATABASE_URL", url_string(database_url))
     environment.setenv("REDIS_URL", redis_url)
     environment.setenv("SECRET_KEY", SECRET_KEY)
+    environment.setenv("API_OPEN", "true")
     environment.setenv("LOG_FORMAT", "json")
     # The host name Starlette's TestClient sends; real processes are reached at 127.0.0.1, a default host.
     environment.setenv("ALLOWED_HOSTS", TEST_CLIENT_HOST)
@@ -386,6 +389,7 @@ def service_environment(database_url: URL, redis_url: str) -> dict[str, str]:
         "DATABASE_URL": url_string(database_url),
         "REDIS_URL": redis_url,
         "SECRET_KEY": SECRET_KEY,
+        "API_OPEN": "true",  # tests/test_auth.py attaches a real issuer instead
         "LOG_FORMAT": "json",
         "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
     }

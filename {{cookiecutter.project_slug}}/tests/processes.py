@@ -238,7 +238,12 @@ def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes
 @dataclass  # drop: events
 class ReceivedEvent:
     body: bytes
-    signature: str | None
+    # Names in lower case, as the Standard Webhooks headers are spelled.
+    headers: dict[str, str]
+
+    @property
+    def id(self) -> str:
+        return self.headers["webhook-id"]
 
 
 class EventReceiver:  # drop: events
@@ -253,7 +258,8 @@ class EventReceiver:  # drop: events
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.received.append(ReceivedEvent(body, self.headers.get("X-Event-Signature")))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                receiver.received.append(ReceivedEvent(body, headers))
                 status, headers = receiver.answers.pop(0) if receiver.answers else (200, {})
                 self.send_response(status)
                 for name, value in headers.items():

@@ -28,12 +28,20 @@ from processes import run_command
 
 # A build's release id: without one, `check` warns (factor V).
 RELEASE_ID = "build-7"
+# `check` reads where the identity provider is but does not ask it: an API with one is sound.
+GUARDED = (
+    ("OIDC_ISSUER", "https://login.example.com"),
+    ("OIDC_AUDIENCE", "{{ cookiecutter.project_slug }}"),
+)
 
 
 def check_json(*variables: tuple[str, str], unset: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
     """`check --format json` in process, with the `settings` fixture's environment changed as given."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RELEASE_ID", RELEASE_ID)
+        patch.delenv("API_OPEN", raising=False)
+        for name, value in GUARDED:
+            patch.setenv(name, value)
         for name in unset:
             patch.delenv(name)
         for name, value in variables:
@@ -41,6 +49,11 @@ def check_json(*variables: tuple[str, str], unset: tuple[str, ...] = ()) -> tupl
         result = CliRunner().invoke(main, ["check", "--format", "json"])
     document: dict[str, Any] = json.loads(result.stdout)
     return result.exit_code, document
+
+
+def guarded(env: dict[str, str]) -> dict[str, str]:
+    """`env` with an identity provider instead of API_OPEN."""
+    return {**{name: value for name, value in env.items() if name != "API_OPEN"}, **dict(GUARDED)}
 
 
 def problems(document: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -62,7 +75,7 @@ def silent_port() -> Iterator[int]:
 def test_check_exits_0_on_a_sound_configuration_and_reports_the_schema(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = run_command(["check"], {**service_env, "RELEASE_ID": RELEASE_ID}, tmp_path)
+    result = run_command(["check"], {**guarded(service_env), "RELEASE_ID": RELEASE_ID}, tmp_path)
 
     assert result.returncode == os.EX_OK, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
@@ -99,7 +112,7 @@ def test_check_gives_up_on_a_silent_database_within_its_timeout(
 ) -> None:
     silent = f"postgresql://postgres@127.0.0.1:{silent_port}/silent"
     # run_command's own timeout (30 s) fails the test if check waits without a bound.
-    env = {**service_env, "DATABASE_URL": silent, "RELEASE_ID": RELEASE_ID}
+    env = {**guarded(service_env), "DATABASE_URL": silent, "RELEASE_ID": RELEASE_ID}
     result = run_command(["check", "--format", "json"], env, tmp_path)
 
     assert result.returncode == os.EX_UNAVAILABLE
@@ -156,6 +169,14 @@ def test_check_warns_of_a_wildcard_in_allowed_hosts_but_stays_sound() -> None:
 
     assert status == os.EX_OK
     assert problems(document) == [("warning", "ALLOWED_HOSTS", "VII")]
+
+
+@pytest.mark.usefixtures("settings")
+def test_check_warns_of_an_open_api_but_stays_sound() -> None:
+    status, document = check_json(("API_OPEN", "true"), unset=("OIDC_ISSUER", "OIDC_AUDIENCE"))
+
+    assert status == os.EX_OK
+    assert problems(document) == [("warning", "API_OPEN", "IV")]
 
 
 @pytest.mark.usefixtures("settings")

@@ -32,6 +32,7 @@ def test_config_prints_every_setting_with_secrets_masked(
     environment.setenv("DATABASE_URL", url_string(database_url.set(password="db-hunter2")))
     environment.setenv("REDIS_URL", redis_url)
     environment.setenv("SECRET_KEY", SECRET_KEY)
+    environment.setenv("API_OPEN", "true")
 
     result = CliRunner().invoke(main, ["config"])
 
@@ -61,6 +62,7 @@ def test_migrate_is_idempotent(
     environment.setenv("DATABASE_URL", url_string(empty_database_url))
     environment.setenv("REDIS_URL", redis_url)
     environment.setenv("SECRET_KEY", SECRET_KEY)
+    environment.setenv("API_OPEN", "true")
 
     first = CliRunner().invoke(main, ["migrate"])
     second = CliRunner().invoke(main, ["migrate"])

@@ -1,7 +1,9 @@
 """The published contract holds under fuzzing: schemathesis generates requests from /openapi.json (valid
 ones, invalid ones, and sequences that follow the API's links) and sends them to the real web process on
-real PostgreSQL and Redis. Not one answer is a 5xx, every answer conforms to the documented status codes,
-headers, content type and body schema, and every error is the JSON error body.
+real PostgreSQL and Redis, authenticated as production runs it: with a token from a real issuer process
+(tests/issuer.py), while schemathesis also checks that requests without it are refused. Not one answer is
+a 5xx, every answer conforms to the documented status codes, headers, content type and body schema, and
+every error is the JSON error body.
 
 Marked `fuzz`: `make fuzz` runs it (as CI does); `make test` leaves it out, to stay quick. Set FUZZ_SEED to
 replay or vary a run; the default seed makes CI runs repeatable.
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from issuer import running_issuer
 from processes import running_web
 
 pytestmark = pytest.mark.fuzz
@@ -36,14 +39,20 @@ CHECKS = (
     "content_type_conformance",
     "response_headers_conformance",
     "response_schema_conformance",
+    # The operations that declare the bearer scheme refuse requests without the token.
+    "ignored_auth",
 )
+# Longer than the slowest run, so the token never expires mid-run.
+TOKEN_LIFETIME = 3 * FUZZ_TIMEOUT
 
 
-def schemathesis_run(base_url: str, report: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def schemathesis_run(base_url: str, token: str, report: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "run",
         f"{base_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token}",
         "--checks",
         ",".join(CHECKS),
         "--max-examples",
@@ -62,10 +71,14 @@ def test_a_thousand_generated_requests_get_no_5xx_and_only_answers_the_contract_
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
     report = tmp_path / "fuzz.har"
-    with running_web(service_env, tmp_path) as web:
-        started = time.monotonic()
-        run = schemathesis_run(f"http://127.0.0.1:{web.port}", report, tmp_path)
-        seconds = time.monotonic() - started
+    with running_issuer() as issuer:
+        env = {name: value for name, value in service_env.items() if name != "API_OPEN"}
+        env.update(OIDC_ISSUER=issuer.url, OIDC_AUDIENCE="{{ cookiecutter.project_slug }}")
+        token = issuer.token(exp=int(time.time()) + TOKEN_LIFETIME)
+        with running_web(env, tmp_path) as web:
+            started = time.monotonic()
+            run = schemathesis_run(f"http://127.0.0.1:{web.port}", token, report, tmp_path)
+            seconds = time.monotonic() - started
 
     assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-5000:]}"
     entries: list[dict[str, Any]] = json.loads(report.read_text())["log"]["entries"]

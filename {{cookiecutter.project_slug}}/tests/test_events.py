@@ -1,7 +1,8 @@
-"""Outgoing events (events/outgoing.py): signed, retried with backoff, then left for an operator.
+"""Outgoing events (events/outgoing.py): Standard Webhooks, retried with backoff, then left for an operator.
 
 Deliveries go to a small HTTP server on 127.0.0.1 that answers what each test scripts. The incoming side
-is in test_incoming_events.py; the template's slow tier runs two whole services against each other
+is in test_incoming_events.py, the spec's reference library on both sides in test_standard_webhooks.py;
+the template's slow tier runs two whole services against each other
 (tests/test_events.py at the template's root).
 """
 
@@ -23,6 +24,7 @@ from {{ cookiecutter.package_name }}.events import outgoing as events
 from {{ cookiecutter.package_name }}.events import signing
 from {{ cookiecutter.package_name }}.events.models import DeliveryStatus, EventDelivery
 from {{ cookiecutter.package_name }}.events.settings import EventSettings
+from {{ cookiecutter.package_name }}.events.signing import new_secret
 from {{ cookiecutter.package_name }}.jobs.tasks import (
     process_item,
 )
@@ -41,7 +43,8 @@ from processes import (
     event_receiver,
 )
 
-SECRET = "events-secret-" + "s" * 32
+SECRET = new_secret()
+PREVIOUS_SECRET = new_secret()
 # Nothing listens on port 1: a connection is refused at once, as by a receiver that is down.
 REFUSING_URL = "http://127.0.0.1:1/events"
 
@@ -105,7 +108,7 @@ def test_a_detached_service_records_no_event(engine: Engine) -> None:
         assert session.scalars(select(EventDelivery)).all() == []
 
 
-def test_a_delivered_event_is_signed_and_carries_its_id_and_timestamp(
+def test_a_delivered_event_is_a_standard_webhook_with_its_id_and_a_fresh_timestamp(
     engine: Engine, settings: Settings, receiver: EventReceiver
 ) -> None:
     event_id = done_item_with_event(engine)
@@ -115,15 +118,41 @@ def test_a_delivered_event_is_signed_and_carries_its_id_and_timestamp(
     delivery.close()
 
     [received] = receiver.received
-    assert signing.is_signed(received.body, received.signature, [SECRET])
+    assert signing.verify(received.headers, received.body, [SECRET]) == signing.SignedMessage(
+        event_id, int(received.headers["webhook-timestamp"])
+    )
+    assert abs(int(received.headers["webhook-timestamp"]) - time.time()) < 60
+    assert received.headers["webhook-signature"].count("v1,") == 1, "one secret, one signature"
     document = json.loads(received.body)
-    assert document["id"] == event_id
+    assert set(document) == {"type", "timestamp", "data"}
     assert document["type"] == "item.done"
-    assert abs(document["timestamp"] - time.time()) < 60
+    assert document["timestamp"].endswith("Z")
     event = event_of(engine, event_id)
+    assert datetime.fromisoformat(document["timestamp"]) == event.created_at, "when the event happened"
     assert (event.status, event.attempts, event.last_status) == (DeliveryStatus.DELIVERED, 1, 200)
     assert delivery.deliver(event_id) is None, "a delivered event is never sent again"
     assert len(receiver.received) == 1
+
+
+def test_each_attempt_has_the_same_id_and_body_and_in_a_rotation_one_signature_per_secret(
+    engine: Engine, settings: Settings, receiver: EventReceiver
+) -> None:
+    event_id = done_item_with_event(engine)
+    receiver.answers.append((503, {}))
+    delivery = events.Delivery(engine, attached(settings, receiver.url, secret_previous=PREVIOUS_SECRET))
+
+    verdicts = [delivery.deliver(event_id), delivery.deliver(event_id)]
+    delivery.close()
+
+    assert verdicts == [events.Verdict.RETRY, events.Verdict.DELIVERED]
+    first, second = receiver.received
+    assert first.id == second.id == event_id
+    assert first.body == second.body
+    for received in (first, second):
+        current, previous = received.headers["webhook-signature"].split(" ")
+        for signature, secret in [(current, SECRET), (previous, PREVIOUS_SECRET)]:
+            alone = {**received.headers, "webhook-signature": signature}
+            assert signing.verify(alone, received.body, [secret]).id == event_id
 
 
 @pytest.mark.parametrize("answer", [500, 503, 429, 408, None])
@@ -265,7 +294,7 @@ def test_invalid_events_settings_are_named(required: pytest.MonkeyPatch, name: s
 
 
 def test_event_secrets_are_masked_and_the_current_one_comes_first(required: pytest.MonkeyPatch) -> None:
-    current, previous = "current-" + "c" * 32, "previous-" + "p" * 32
+    current, previous = new_secret(), new_secret()
     required.setenv("EVENTS_URL", "https://user:url-hunter2@other.example.com/events")
     required.setenv("EVENTS_SECRET", current)
     required.setenv("EVENTS_SECRET_PREVIOUS", previous)

@@ -1,4 +1,5 @@
-"""Incoming events (events/incoming.py): POST /events verifies, records each id once, and leaves the work.
+"""Incoming events (events/incoming.py): POST /events verifies a Standard Webhook, records each webhook-id
+once, and leaves the work to the worker.
 
 Through the app in process, on the real PostgreSQL and Redis; the worker's side (tasks.handle_event) on a
 real session.
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from {{ cookiecutter.package_name }}.events import signing
 from {{ cookiecutter.package_name }}.events.jobs import HANDLE_EVENT, handle_event
 from {{ cookiecutter.package_name }}.events.models import ReceivedEvent
+from {{ cookiecutter.package_name }}.events.signing import new_secret
 from {{ cookiecutter.package_name }}.settings import (
     Settings,
 )
@@ -30,8 +32,11 @@ from {{ cookiecutter.package_name }}.web.app import (
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
 
-SECRET = "events-secret-" + "s" * 32
-PREVIOUS_SECRET = "events-previous-" + "p" * 32
+# When the event happened, in the spec's payload: ISO 8601, UTC.
+NOW = "2026-11-29T12:00:00.000000Z"
+
+SECRET = new_secret()
+PREVIOUS_SECRET = new_secret()
 # The queue is named after the package (see jobs/worker.py).
 QUEUE = "{{ cookiecutter.package_name }}"
 
@@ -49,18 +54,18 @@ def receiving(settings: Settings, truncate_items: Any) -> Iterator[TestClient]:
         yield client
 
 
+def event_body(**document: Any) -> bytes:
+    return json.dumps(
+        {"type": "item.done", "timestamp": NOW, "data": {"id": 1, "name": "one"}, **document}
+    ).encode()
+
+
 def signed_event(
-    event_id: str = "evt-1", timestamp: float | None = None, secret: str = SECRET
+    event_id: str = "evt-1", timestamp: float | None = None, secret: str = SECRET, body: bytes | None = None
 ) -> tuple[bytes, dict[str, str]]:
-    document = {
-        "id": event_id,
-        "type": "item.done",
-        "timestamp": int(time.time() if timestamp is None else timestamp),
-        "data": {"id": 1, "name": "one"},
-    }
-    body = json.dumps(document).encode()
-    headers = {"Content-Type": "application/json", "X-Event-Signature": signing.sign(body, secret)}
-    return body, headers
+    body = event_body() if body is None else body
+    at = int(time.time() if timestamp is None else timestamp)
+    return body, {"Content-Type": "application/json", **signing.headers([secret], event_id, at, body)}
 
 
 def queued_tasks(redis_url: str) -> list[tuple[str, str]]:
@@ -111,14 +116,28 @@ def test_an_event_signed_with_the_previous_secret_is_accepted(receiving: TestCli
     assert receiving.post("/events", content=body, headers=headers).status_code == 202
 
 
-@pytest.mark.parametrize("signature", [None, "sha256=" + "0" * 64, signing.sign(b"{}", SECRET)])
-def test_a_missing_or_forged_signature_is_a_401_that_changes_nothing(
-    receiving: TestClient, engine: Engine, signature: str | None
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("webhook-signature", None),
+        ("webhook-signature", "v1," + "A" * 43 + "="),
+        ("webhook-signature", "v1a," + "A" * 86 + "=="),
+        ("webhook-signature", "sha256=" + "0" * 64),
+        ("webhook-id", None),
+        ("webhook-id", "evt-2"),
+        ("webhook-id", "x" * 101),
+        ("webhook-timestamp", None),
+        ("webhook-timestamp", "soon"),
+        ("webhook-timestamp", "1e3"),
+    ],
+)
+def test_missing_malformed_or_forged_headers_are_a_401_that_changes_nothing(
+    receiving: TestClient, engine: Engine, header: str, value: str | None
 ) -> None:
     body, headers = signed_event()
-    del headers["X-Event-Signature"]
-    if signature is not None:
-        headers["X-Event-Signature"] = signature
+    del headers[header]
+    if value is not None:
+        headers[header] = value
 
     answer = receiving.post("/events", content=body, headers=headers)
 
@@ -127,8 +146,25 @@ def test_a_missing_or_forged_signature_is_a_401_that_changes_nothing(
     assert received_events(engine) == []
 
 
+@pytest.mark.parametrize(
+    ("signed_id", "skew", "signed_body"),
+    [("evt-2", 0, None), ("evt-1", -1, None), ("evt-1", 0, event_body(type="item.gone"))],
+    ids=["another id", "another timestamp", "another body"],
+)
+def test_a_signature_of_another_id_timestamp_or_body_is_a_401(
+    receiving: TestClient, engine: Engine, signed_id: str, skew: int, signed_body: bytes | None
+) -> None:
+    body, headers = signed_event()
+    timestamp = int(headers["webhook-timestamp"]) + skew
+    key = signing.key_of(SECRET)
+    headers["webhook-signature"] = signing.signature(key, signed_id, timestamp, signed_body or body)
+
+    assert receiving.post("/events", content=body, headers=headers).status_code == 401
+    assert received_events(engine) == []
+
+
 def test_an_event_signed_with_another_secret_is_a_401(receiving: TestClient, engine: Engine) -> None:
-    body, headers = signed_event(secret="someone-else-" + "x" * 32)
+    body, headers = signed_event(secret=new_secret())
 
     assert receiving.post("/events", content=body, headers=headers).status_code == 401
     assert received_events(engine) == []
@@ -143,7 +179,7 @@ def test_a_stale_or_future_timestamp_is_a_400_that_changes_nothing(
     answer = receiving.post("/events", content=body, headers=headers)
 
     assert answer.status_code == 400
-    assert "timestamp" in answer.json()["error"]["message"]
+    assert "webhook-timestamp" in answer.json()["error"]["message"]
     assert received_events(engine) == []
 
 
@@ -152,16 +188,19 @@ def test_a_stale_or_future_timestamp_is_a_400_that_changes_nothing(
     [
         b"not json",
         b"[]",
-        b'{"id": "x"}',
-        b'{"id": 1, "type": "t", "timestamp": 1, "data": {}}',
-        b'{"id": "x", "type": "t", "timestamp": 1e400, "data": {}}',
-        b'{"id": "x", "type": "t", "timestamp": 100000000000000000000000000000, "data": {}}',
+        b'{"type": "item.done"}',
+        event_body(type=1),
+        event_body(type=""),
+        event_body(timestamp=1764417600),
+        event_body(timestamp="2026-11-29T12:00:00"),
+        event_body(timestamp="yesterday"),
+        event_body(data=[1]),
     ],
 )
 def test_a_signed_body_that_is_not_an_event_is_a_422(
     receiving: TestClient, engine: Engine, body: bytes
 ) -> None:
-    headers = {"Content-Type": "application/json", "X-Event-Signature": signing.sign(body, SECRET)}
+    body, headers = signed_event(body=body)
 
     answer = receiving.post("/events", content=body, headers=headers)
 

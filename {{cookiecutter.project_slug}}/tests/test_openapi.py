@@ -66,3 +66,30 @@ def test_query_parameters_are_the_fields_of_the_schema_that_validates_them(clien
     assert all(parameter["in"] == "query" for parameter in parameters)
     limit = next(parameter for parameter in parameters if parameter["name"] == "limit")
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
+
+
+def test_every_operation_is_named_and_tagged_for_client_generators(client: TestClient) -> None:
+    operations = [
+        operation
+        for path in client.get("/openapi.json").json()["paths"].values()
+        for operation in path.values()
+    ]
+    names = [operation["operationId"] for operation in operations]
+    assert len(names) == len(set(names))
+    assert all(operation["tags"] for operation in operations)
+
+
+def test_every_items_operation_declares_the_bearer_scheme_and_its_scope(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    needed = {
+        (path, method): operation.get("security")
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+        if path.startswith("/items")
+    }
+    assert needed == {
+        ("/items", "get"): [{"bearer": ["items:read"]}],
+        ("/items", "post"): [{"bearer": ["items:write"]}],
+        ("/items/{item_id}", "get"): [{"bearer": ["items:read"]}],
+    }

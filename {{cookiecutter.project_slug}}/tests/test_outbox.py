@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from {{ cookiecutter.package_name }}.jobs.celery_app import (
     REQUEST_ID_HEADER,
     create_celery,
-    propagate_request_ids,
+    propagate_request_context,
 )
 from {{ cookiecutter.package_name }}.jobs.outbox import (
     FAST_PATH_GRACE,
@@ -82,7 +82,7 @@ def queued_bodies(redis_url: str) -> list[tuple[dict[str, Any], list[Any]]]:
 @pytest.fixture
 def celery(settings: Settings) -> Iterator[Celery]:
     app = create_celery(settings)
-    propagate_request_ids()
+    propagate_request_context()
     yield app
     app.close()
 

@@ -35,9 +35,39 @@ def test_every_missing_or_invalid_variable_is_named_in_one_error(environment: py
     with pytest.raises(ConfigurationError) as error:
         load_settings()
 
-    assert problems_of(error) == {"DATABASE_URL", "SECRET_KEY", "PORT"}
-    for name in ("DATABASE_URL", "SECRET_KEY", "PORT"):
+    assert problems_of(error) == {"DATABASE_URL", "SECRET_KEY", "PORT", "OIDC_ISSUER"}
+    for name in ("DATABASE_URL", "SECRET_KEY", "PORT", "OIDC_ISSUER"):
         assert name in str(error.value)
+
+
+def test_an_api_is_guarded_by_an_issuer_unless_it_is_explicitly_open(required: pytest.MonkeyPatch) -> None:
+    required.delenv("API_OPEN")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert problems_of(error) == {"OIDC_ISSUER"}
+    assert "API_OPEN=true" in str(error.value)
+
+    required.setenv("OIDC_ISSUER", "https://login.example.com")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert problems_of(error) == {"OIDC_AUDIENCE"}
+
+    required.setenv("OIDC_AUDIENCE", "{{ cookiecutter.project_slug }}")
+    assert load_settings().auth.issuer == "https://login.example.com"
+
+    required.setenv("API_OPEN", "true")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert problems_of(error) == {"API_OPEN"}
+
+
+def test_an_issuer_that_is_no_http_url_is_named(required: pytest.MonkeyPatch) -> None:
+    required.delenv("API_OPEN")
+    required.setenv("OIDC_ISSUER", "login.example.com")
+    required.setenv("OIDC_AUDIENCE", "{{ cookiecutter.project_slug }}")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert problems_of(error) == {"OIDC_ISSUER"}
 
 
 def test_defaults_apply_to_every_optional_variable(required: pytest.MonkeyPatch) -> None:
@@ -63,6 +93,7 @@ def test_dotenv_in_the_working_directory_is_read(
 ) -> None:
     (tmp_path / ".env").write_text(
         f"DATABASE_URL={url_string(database_url)}\nREDIS_URL={redis_url}\nSECRET_KEY={SECRET_KEY}\nPORT=9001\n"
+        "API_OPEN=true\n"
     )
 
     settings = load_settings()
@@ -95,7 +126,7 @@ def test_dotenv_in_a_parent_folder_is_not_read(
     with pytest.raises(ConfigurationError) as error:
         load_settings()
 
-    assert problems_of(error) == {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
+    assert problems_of(error) == {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "OIDC_ISSUER"}
 
 
 @pytest.mark.parametrize("secret_key", ["change-me", "changethis", "secret", "dev", "", "s" * 31])
@@ -239,6 +270,8 @@ MALFORMED = {
     "JOB_TIME_LIMIT": "0",
     "ALLOWED_HOSTS": "https://example.com",
     "MAX_BODY_BYTES": "1MB",
+    "OIDC_ISSUER": "login.example.com",
+    "API_OPEN": "yes please",
     "EVENTS_URL": "ftp://other.example.com/events",  # drop: events
     "EVENTS_SECRET": "too-short",  # drop: events
     "EVENTS_SECRET_PREVIOUS": "too-short",  # drop: events
@@ -250,9 +283,11 @@ MALFORMED = {
     "SENTRY_DSN": "not a url",  # drop: error-reports
     "SENTRY_SEND_REQUEST_BODIES": "sometimes",  # drop: error-reports
 }
-# Free text: any value is a valid proxy list (uvicorn reads it), release name, service name or directory.
+# Free text: any value is a valid proxy list (uvicorn reads it), audience, release name, service name or
+# directory.
 FREE_TEXT = {
     "FORWARDED_ALLOW_IPS",
+    "OIDC_AUDIENCE",
     "RELEASE_ID",
     "OTEL_SERVICE_NAME",  # drop: tracing
     "PROMETHEUS_MULTIPROC_DIR",  # drop: metrics

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, NullPool, create_engine, inspect
 from sqlalchemy.engine import URL
 
 from {{ cookiecutter.package_name }}.database import sync_url
+from {{ cookiecutter.package_name }}.events.signing import new_secret  # drop: events
 from {{ cookiecutter.package_name }}.jobs.celery_app import create_celery
 from {{ cookiecutter.package_name }}.jobs.tasks import PROCESS_ITEM
 from {{ cookiecutter.package_name }}.models import ItemStatus
@@ -531,7 +532,7 @@ def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_
 ) -> None:
     # Attached like the database: a URL (and its secret) in the configuration, the code unchanged.
     with event_receiver() as other_app:
-        attached = {**service_env, "EVENTS_URL": other_app.url, "EVENTS_SECRET": "conformance-" + "e" * 32}
+        attached = {**service_env, "EVENTS_URL": other_app.url, "EVENTS_SECRET": new_secret()}
         with (
             running_web(service_env, tmp_path) as web,
             httpx2.Client(base_url=web.base_url, timeout=10) as http,
@@ -555,10 +556,10 @@ def test_factor_04_another_app_attaches_by_events_url_and_detaches_by_unsetting_
 
     # Delivery is at least once (a job can run twice; the receiver deduplicates by event id): every request
     # the other app received is the one announcement.
-    events = [json.loads(received.body) for received in other_app.received]
+    events = [(received.id, json.loads(received.body)) for received in other_app.received]
     assert events, broken("IV", "announce done items to the app at EVENTS_URL")
-    assert {(event["id"], event["data"]["id"]) for event in events} == {(events[0]["id"], announced)}, broken(
-        "IV", "announce done items to the app at EVENTS_URL"
+    assert {(event_id, event["data"]["id"]) for event_id, event in events} == {(events[0][0], announced)}, (
+        broken("IV", "announce done items to the app at EVENTS_URL")
     )
     assert [row["id"] for row in recorded if row["id"] in (announced, quiet)] == [announced], broken(
         "IV", "record and send no event once EVENTS_URL is unset"

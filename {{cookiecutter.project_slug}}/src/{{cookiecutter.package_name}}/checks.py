@@ -88,6 +88,7 @@ def audit_settings(settings: Settings) -> list[Finding]:
     rules = (
         check_forwarded_allow_ips,
         check_allowed_hosts,
+        check_api_is_guarded,
         check_database_is_shared,
         check_broker_is_shared,
         check_release_id,
@@ -126,6 +127,18 @@ def check_allowed_hosts(settings: Settings) -> Iterable[Finding]:
             "ALLOWED_HOSTS",
             "VII",
             "'*' answers any Host header; list the names clients use (e.g. *.herokuapp.com, your domain).",
+        )
+
+
+def check_api_is_guarded(settings: Settings) -> Iterable[Finding]:
+    """Factor IV: the identity provider is attached by URL; without one anyone may read and write."""
+    if settings.auth.api_open:
+        yield Finding(
+            Severity.WARNING,
+            "API_OPEN",
+            "IV",
+            "true: anyone who reaches the service may read and write items; set OIDC_ISSUER and "
+            "OIDC_AUDIENCE, and unset API_OPEN, before it leaves your machine.",
         )
 
 

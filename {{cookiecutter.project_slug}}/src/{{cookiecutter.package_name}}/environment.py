@@ -130,13 +130,3 @@ def _parse_allowed_hosts(value: str) -> tuple[str, ...]:
             f"Not a host name: {', '.join(bad)} (no scheme, port or path; '*.' only as a prefix)."
         )
     return hosts
-
-
-def optional(rule: Length) -> Any:
-    """`rule`, for a variable that may also be empty (unset)."""
-
-    def check(value: str) -> None:
-        if value:
-            rule(value)
-
-    return check

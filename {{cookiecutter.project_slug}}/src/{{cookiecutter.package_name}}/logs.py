@@ -10,6 +10,8 @@ from contextvars import ContextVar
 from typing import Any, Literal
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Who asked: the verified token's `sub`, never the token itself.
+subject: ContextVar[str | None] = ContextVar("subject", default=None)
 
 # Anything else on a record came from `extra=` and is a field (uvicorn's `color_message` is not).
 STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
@@ -21,7 +23,7 @@ STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
 
 
 class ContextFilter(logging.Filter):
-    """Stamps each record with the release and the request (or job) id."""
+    """Stamps each record with the release, the request (or job) id and the caller's subject."""
 
     def __init__(self, release: str | None) -> None:
         super().__init__()
@@ -30,6 +32,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.release = self.release
         record.request_id = request_id.get()
+        record.subject = subject.get()
         return True
 
 

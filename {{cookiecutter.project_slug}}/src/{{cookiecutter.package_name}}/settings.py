@@ -145,6 +145,40 @@ class JobSettings(Group):
 
 
 @dataclasses.dataclass(frozen=True)
+class AuthSettings(Group):
+    # Factor IV: the identity provider is attached by URL; the service only verifies what it issues.
+    issuer: str | None = variable("OIDC_ISSUER", "url")
+    # The `aud` the issuer puts in tokens meant for this service.
+    audience: str | None = variable("OIDC_AUDIENCE")
+    # No issuer and no token checks: only ever by this explicit choice, for local work.
+    api_open: bool = variable("API_OPEN")
+
+    @classmethod
+    def read(cls, env: Env) -> Self:
+        return cls(
+            issuer=env.http_url("OIDC_ISSUER", None),
+            audience=env.str("OIDC_AUDIENCE", "") or None,
+            api_open=env.bool("API_OPEN", False),
+        )
+
+    def problems(self, found: Mapping[str, list[str]], settings: Settings) -> Problems:
+        if "OIDC_ISSUER" in found or "API_OPEN" in found:
+            return {}
+        if self.issuer is None and not self.api_open:
+            return {
+                "OIDC_ISSUER": [
+                    "Environment variable not set (the identity provider's URL; "
+                    "API_OPEN=true runs the API without authentication, for local work only)."
+                ]
+            }
+        if self.issuer is not None and self.api_open:
+            return {"API_OPEN": ["Must not be true while OIDC_ISSUER is set: choose one."]}
+        if self.issuer is not None and self.audience is None:
+            return {"OIDC_AUDIENCE": ["Environment variable not set (required with OIDC_ISSUER)."]}
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings(Group):
     """The validated configuration: one group per concern, then a few settings of every process."""
 
@@ -152,6 +186,7 @@ class Settings(Group):
     database: DatabaseSettings
     web: WebSettings
     jobs: JobSettings
+    auth: AuthSettings
     events: EventSettings  # drop: events
     telemetry: TelemetrySettings  # drop: telemetry
     # Factor V: the image's build argument, else Heroku's release number (runtime-dyno-metadata).
@@ -216,6 +251,7 @@ def load_settings(dotenv: Path | None = Path(".env")) -> Settings:
         database=DatabaseSettings.read(env),
         web=WebSettings.read(env),
         jobs=JobSettings.read(env),
+        auth=AuthSettings.read(env),
         events=EventSettings.read(env),  # drop: events
         telemetry=TelemetrySettings.read(env),  # drop: telemetry
     )

@@ -1,4 +1,4 @@
-"""The `events` commands: the outgoing events' state, and the failed ones sent again."""
+"""The `events` commands: the outgoing events' state, the failed ones sent again, a fresh secret."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def events() -> None:
-    """Outgoing events to EVENTS_URL: see their state, re-drive the failed ones."""
+    """Events to and from other apps: see their state, re-drive the failed ones, make a secret."""
 
 
 @events.command("list")
@@ -65,3 +65,11 @@ def redrive(load_settings: Callable[[], Settings], event_ids: tuple[str, ...], a
     if missing:
         # Fail, so a script notices.
         raise click.ClickException(f"Not re-driven (unknown or delivered): {', '.join(missing)}")
+
+
+@events.command()
+def secret() -> None:
+    """Print a fresh whsec_ secret for EVENTS_SECRET: the same value goes to both apps."""
+    from .signing import new_secret
+
+    click.echo(new_secret())

@@ -55,9 +55,17 @@ def record_item_done(session: Session, item: Item) -> OutboxJob:
     return job
 
 
-def body(event: EventDelivery, sent_at: datetime) -> bytes:
-    document = {"id": event.id, "type": event.type, "timestamp": int(sent_at.timestamp()), "data": event.data}
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+def body(event: EventDelivery) -> bytes:
+    """The spec's recommended payload, the same on every attempt: the id travels in the webhook-id header."""
+    created = event.created_at
+    # SQLite (the zero-server run) hands back its UTC CURRENT_TIMESTAMP without a zone.
+    occurred = (created if created.tzinfo else created.replace(tzinfo=UTC)).astimezone(UTC)
+    document = {
+        "type": event.type,
+        "timestamp": occurred.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "data": event.data,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 class Verdict(enum.Enum):
@@ -103,11 +111,12 @@ def parse_retry_after(value: str | None, at: datetime) -> float | None:
     return max(0.0, (when - at).total_seconds())
 
 
-def post(client: httpx2.Client, url: str, secret: str, event: EventDelivery) -> Attempt:
-    """One signed POST; never raises for the receiver's or the network's failures."""
+def post(client: httpx2.Client, url: str, secrets: tuple[str, ...], event: EventDelivery) -> Attempt:
+    """One POST signed with each secret; never raises for the receiver's or the network's failures."""
     sent_at = now()
-    content = body(event, sent_at)
-    headers = {"Content-Type": "application/json", signing.SIGNATURE_HEADER: signing.sign(content, secret)}
+    content = body(event)
+    signed = signing.headers(secrets, event.id, int(sent_at.timestamp()), content)
+    headers = {"Content-Type": "application/json", **signed}
     try:
         response = client.post(url, content=content, headers=headers)
     except httpx2.HTTPError as exc:  # refused, reset, timed out, TLS failure...
@@ -138,17 +147,17 @@ class Delivery:
 
     def deliver(self, event_id: str) -> Verdict | None:
         """One attempt, recorded, and the next scheduled if due; None if nothing to do."""
-        url, secret = self.settings.url, self.settings.secret
+        url, secrets = self.settings.url, self.settings.secrets
         with Session(self.engine) as session:
             event = session.get(EventDelivery, event_id)
             if event is None or event.status is not DeliveryStatus.PENDING:
                 return None
-            if url is None or secret is None:
+            if url is None or not self.settings.secret:
                 # Detached since it was recorded: pending, for a re-drive.
                 logger.warning("Event %s not sent: detached", event_id, extra={"event_id": event_id})
                 return None
             session.expunge(event)
-        attempt = post(self.client, url, secret, event)
+        attempt = post(self.client, url, secrets, event)
         return self.record(event, attempt)
 
     def record(self, event: EventDelivery, attempt: Attempt) -> Verdict | None:

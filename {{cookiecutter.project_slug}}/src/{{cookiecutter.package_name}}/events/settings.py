@@ -1,4 +1,4 @@
-"""The events' settings: where outgoing events go, and the secrets that sign and verify them."""
+"""The events' settings: where outgoing events go, and the `whsec_` secrets that sign and verify them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from environs import Env
 from marshmallow import ValidationError
 from marshmallow.validate import Range
 
-from ..environment import SECRET_RULE, Group, Problems, optional, variable
+from ..environment import Group, Problems, variable
+from .signing import HOW_TO_MAKE_ONE, key_of
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -25,7 +26,7 @@ class EventSettings(Group):
     url: str | None = variable("EVENTS_URL", "url")
     # Shared with the other app: signs outgoing events, verifies incoming ones.
     secret: str | None = variable("EVENTS_SECRET", "secret")
-    # The old secret during a rotation: still accepted, never used to sign.
+    # The old secret during a rotation: signs too (a second signature), and is accepted.
     secret_previous: str | None = variable("EVENTS_SECRET_PREVIOUS", "secret")
     # With backoff capped at 10 minutes: about an hour before an operator steps in.
     max_attempts: int = variable("EVENTS_MAX_ATTEMPTS")
@@ -33,21 +34,23 @@ class EventSettings(Group):
     @classmethod
     def read(cls, env: Env) -> Self:
         env.add_parser("events_url", _parse_events_url)
+        env.add_parser("events_secret", _parse_events_secret)
         return cls(
             url=env.events_url("EVENTS_URL", None),
-            secret=env.str("EVENTS_SECRET", "", validate=optional(SECRET_RULE)) or None,
-            secret_previous=env.str("EVENTS_SECRET_PREVIOUS", "", validate=optional(SECRET_RULE)) or None,
+            secret=env.events_secret("EVENTS_SECRET", None),
+            secret_previous=env.events_secret("EVENTS_SECRET_PREVIOUS", None),
             max_attempts=env.int("EVENTS_MAX_ATTEMPTS", 12, validate=Range(min=1, max=100)),
         )
 
     def problems(self, found: Mapping[str, list[str]], settings: Settings) -> Problems:
         if self.url and not self.secret and "EVENTS_SECRET" not in found:
-            return {"EVENTS_SECRET": ["Environment variable not set (it signs the events to EVENTS_URL)."]}
+            unset = f"Environment variable not set (it signs the events to EVENTS_URL); {HOW_TO_MAKE_ONE}."
+            return {"EVENTS_SECRET": [unset]}
         return {}
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The current secret, then the previous one during a rotation."""
+        """The current secret, then the previous one during a rotation: each signs, either verifies."""
         return tuple(secret for secret in (self.secret, self.secret_previous) if secret)
 
 
@@ -57,4 +60,14 @@ def _parse_events_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in EVENTS_SCHEMES or not parts.hostname:
         raise ValidationError(f"Not an absolute URL; the scheme must be one of: {', '.join(EVENTS_SCHEMES)}.")
+    return value
+
+
+def _parse_events_secret(value: str) -> str | None:
+    if not value:
+        return None  # `EVENTS_SECRET=` means unset
+    try:
+        key_of(value)
+    except ValueError as problem:
+        raise ValidationError(f"{problem}; {HOW_TO_MAKE_ONE}.") from None
     return value

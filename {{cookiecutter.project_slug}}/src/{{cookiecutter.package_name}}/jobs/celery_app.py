@@ -12,13 +12,14 @@ from urllib.parse import parse_qs, urlsplit
 from celery import Celery, signals
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from ..logs import request_id
+from ..logs import request_id, subject
 from .reconnect import PromptlyReconnecting
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
 REQUEST_ID_HEADER = "request_id"
+SUBJECT_HEADER = "subject"
 # Never given up: jobs are idempotent, and an item must not stay pending.
 RETRIED_WHILE_DATABASE_IS_DOWN: dict[str, Any] = {
     "autoretry_for": (OperationalError, InterfaceError),
@@ -131,22 +132,27 @@ def broker_tls(broker_url: str) -> dict[str, Any] | None:
     return {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
-def propagate_request_ids() -> None:
-    """A job's log lines carry the id of the request that enqueued it."""
+def propagate_request_context() -> None:
+    """A job's log lines carry the id of the request that enqueued it, and who made that request."""
 
-    def attach_request_id(headers: dict[str, Any], **_: Any) -> None:
+    def attach_request_context(headers: dict[str, Any], **_: Any) -> None:
         rid = request_id.get()
         if rid is not None:
             headers.setdefault(REQUEST_ID_HEADER, rid)
+        who = subject.get()
+        if who is not None:
+            headers.setdefault(SUBJECT_HEADER, who)
 
-    def adopt_request_id(task_id: str, task: Any, **_: Any) -> None:
+    def adopt_request_context(task_id: str, task: Any, **_: Any) -> None:
         # Outside any request (a clock's job), the job's own id.
         request_id.set(getattr(task.request, REQUEST_ID_HEADER, None) or task_id)
+        subject.set(getattr(task.request, SUBJECT_HEADER, None))
 
-    def forget_request_id(**_: Any) -> None:
+    def forget_request_context(**_: Any) -> None:
         request_id.set(None)
+        subject.set(None)
 
     # Signals are process-wide: connect once, however often this is called.
-    signals.before_task_publish.connect(attach_request_id, weak=False, dispatch_uid="attach_request_id")
-    signals.task_prerun.connect(adopt_request_id, weak=False, dispatch_uid="adopt_request_id")
-    signals.task_postrun.connect(forget_request_id, weak=False, dispatch_uid="forget_request_id")
+    signals.before_task_publish.connect(attach_request_context, weak=False, dispatch_uid="attach_context")
+    signals.task_prerun.connect(adopt_request_context, weak=False, dispatch_uid="adopt_context")
+    signals.task_postrun.connect(forget_request_context, weak=False, dispatch_uid="forget_context")

@@ -29,7 +29,7 @@ from .celery_app import (
     RETRIED_WHILE_DATABASE_IS_DOWN,
     create_celery,
     declare_embedded_queue,
-    propagate_request_ids,
+    propagate_request_context,
 )
 from .publish import publish_recorded
 from .relay import OutboxRelay
@@ -141,7 +141,7 @@ def run_worker(settings: Settings) -> int:
     )
     use_service_logging(settings)
     announce_in_log_format()
-    propagate_request_ids()
+    propagate_request_context()
     # Connections must not cross a fork.
     signals.worker_process_init.connect(lambda **_: engine.dispose(close=False), weak=False)
     telemetry.start_worker(settings, app, engine)  # drop: telemetry
@@ -173,7 +173,7 @@ def run_clock(settings: Settings) -> None:
     """
     app = create_celery(settings)
     use_service_logging(settings)
-    propagate_request_ids()
+    propagate_request_context()
     telemetry.start_tracing(settings)  # drop: telemetry
     # Beat's SIGTERM handler raises SystemExit anywhere: import Celery's lazy parts now, not mid-import.
     with app.connection_for_write() as connection:

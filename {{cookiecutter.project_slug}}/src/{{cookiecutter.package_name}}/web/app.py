@@ -14,12 +14,13 @@ from starlette.routing import BaseRoute, Route
 from .. import telemetry  # drop: telemetry
 from ..database import Reads, create_async_database_engine, session_factory
 from ..events import incoming  # drop: events
-from ..jobs.celery_app import create_celery, declare_embedded_queue, propagate_request_ids
+from ..jobs.celery_app import create_celery, declare_embedded_queue, propagate_request_context
 from ..jobs.publish import JobQueue
 from ..logs import configure_logging
 from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
 from . import health, items
+from .auth import authentication, requires
 from .errors import EXCEPTION_HANDLERS
 from .middleware.headers import SecurityHeadersMiddleware
 from .middleware.hosts import AllowedHostsMiddleware
@@ -30,6 +31,8 @@ from .resources import Resources
 from .shutdown import Draining, announce_stop_signals
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+# Named in each 401's WWW-Authenticate challenge.
+REALM = "{{ cookiecutter.project_slug }}"
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -43,7 +46,8 @@ def create_app(settings: Settings) -> Starlette:
             celery = create_celery(settings)
             stack.callback(celery.close)
             declare_embedded_queue(celery, settings)
-            propagate_request_ids()
+            propagate_request_context()
+            authenticator = await stack.enter_async_context(authentication(settings.auth, REALM))
             stack.enter_context(telemetry.watching(settings, engine, reads.engine))  # drop: telemetry
             resources = Resources(
                 engine=engine,
@@ -53,6 +57,7 @@ def create_app(settings: Settings) -> Starlette:
                 release_id=settings.release_id,
                 jobs=JobQueue(celery),
                 draining=Draining(),
+                authenticator=authenticator,
             )
             # Start-up's objects last as long as the process: collections skip them (bench/PROFILE.md).
             gc.freeze()
@@ -65,8 +70,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/version", health.version, methods=["GET"]),
         # One route per path: Starlette's 405 names only the first matching route's methods in Allow.
-        Route("/items", items.items_collection, methods=["GET", "POST"]),
-        Route("/items/{item_id}", items.get_item, methods=["GET"]),
+        Route("/items", requires(items.items_collection), methods=["GET", "POST"]),
+        Route("/items/{item_id}", requires(items.get_item), methods=["GET"]),
         incoming.route(settings.events),  # drop: events
     ]
     routes.append(openapi_route(routes))  # drop: openapi

@@ -13,21 +13,36 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import items, responses
+from . import auth, items, responses
 from .contract import ERROR, JSON, ApiPart, DocumentedRoute, json_response
 
 DISTRIBUTION = "{{ cookiecutter.project_slug }}"
 TITLE = "{{ cookiecutter.project_name }}"
+BEARER = "bearer"
+# The scopes an operation needs are listed in its `security` (OpenAPI 3.1 allows them for any scheme).
+SECURITY_SCHEMES = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token from the identity provider at OIDC_ISSUER, for the audience "
+        "OIDC_AUDIENCE; reads need the scope items:read, writes items:write.",
+    }
+}
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/healthz": {
         "get": {
+            "operationId": "checkLiveness",
+            "tags": ["probes"],
             "summary": "Liveness: the process serves HTTP",
             "responses": {"200": json_response("Alive", "Health"), **ERROR},
         }
     },
     "/readyz": {
         "get": {
+            "operationId": "checkReadiness",
+            "tags": ["probes"],
             "summary": "Readiness: database at the expected schema, broker reachable, not stopping",
             "responses": {
                 "200": json_response("Ready", "Readiness"),
@@ -38,23 +53,33 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/version": {
         "get": {
+            "operationId": "getVersion",
+            "tags": ["probes"],
             "summary": "The release this process runs",
             "responses": {"200": json_response("The release id", "Version"), **ERROR},
         }
     },
     "/openapi.json": {
         "get": {
+            "operationId": "getOpenapiDocument",
+            "tags": ["contract"],
             "summary": "This document",
             "responses": {"200": {"description": "The OpenAPI document", "content": {JSON: {"schema": {}}}}},
         }
     },
     "/items": {
         "get": {
+            "operationId": "listItems",
+            "tags": ["items"],
+            "security": [{BEARER: [auth.READ]}],
             "summary": "A page of items in id order",
             "parameters": [{"in": "query", "schema": items.ListQuery}],
             "responses": {"200": json_response("A page of items", "ItemPage"), **ERROR},
         },
         "post": {
+            "operationId": "createItem",
+            "tags": ["items"],
+            "security": [{BEARER: [auth.WRITE]}],
             "summary": "Create an item; its job is enqueued",
             "requestBody": {"required": True, "content": {JSON: {"schema": "NewItem"}}},
             "responses": {
@@ -68,6 +93,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/items/{item_id}": {
         "get": {
+            "operationId": "getItem",
+            "tags": ["items"],
+            "security": [{BEARER: [auth.READ]}],
             "summary": "One item",
             "parameters": [
                 {
@@ -103,6 +131,8 @@ def openapi_document(*parts: ApiPart) -> dict[str, Any]:
     schemas = {**SCHEMAS, **{name: schema for part in parts for name, schema in part.schemas.items()}}
     for name, schema in schemas.items():
         spec.components.schema(name, schema=schema)
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
     operations_by_path = {
         **OPERATIONS,
         **{path: ops for part in parts for path, ops in part.operations.items()},

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ..database import Reads
 from ..jobs.publish import JobQueue
 from ..schema import SchemaExpectation
+from .auth import Authenticator
 from .shutdown import Draining
 
 
@@ -22,3 +23,5 @@ class Resources:
     release_id: str
     jobs: JobQueue
     draining: Draining
+    # None only with API_OPEN=true.
+    authenticator: Authenticator | None

@@ -12,7 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...logs import request_id
+from ...logs import request_id, subject
 
 access_log = logging.getLogger(f"{__name__.partition('.')[0]}.web.access")
 
@@ -39,6 +39,8 @@ class RequestIdMiddleware:
             # 128 random bits (a UUID4 has 122), cheaper than uuid4().
             rid = os.urandom(16).hex()
         token = request_id.set(rid)
+        # The auth guard names the caller, if the route has one (web/auth.py).
+        subject.set(None)
         started = time.perf_counter()
         status = 500
 

@@ -1,0 +1,157 @@
+"""Bearer tokens from an OpenID Connect issuer (RFC 6750): who is calling, and may they do this?
+
+The service verifies what the issuer signs and keeps no users of its own. Reads need the `items:read`
+scope, writes `items:write`. With API_OPEN=true (local work only) every request passes unchecked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx2
+import jwt
+from jwt.exceptions import InvalidTokenError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..logs import subject
+from .issuer import REFRESH_FLOOR, IssuerKeys, IssuerUnavailable
+
+if TYPE_CHECKING:
+    from ..settings import AuthSettings
+
+READ = "items:read"
+WRITE = "items:write"
+# Clocks drift: a token a few seconds early or late is still accepted.
+LEEWAY_SECONDS = 30
+# Signatures by a key pair only; `none` and shared-secret (HS*) tokens are refused whatever the key says.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    scopes: frozenset[str]
+
+
+class Unauthorized(HTTPException):
+    """A 401 or 403 with the `WWW-Authenticate` challenge RFC 6750 asks for."""
+
+    def __init__(
+        self, status: int, message: str, realm: str, error: str | None = None, **params: str
+    ) -> None:
+        challenge = f'Bearer realm="{realm}"'
+        if error is not None:
+            challenge += f', error="{error}"'
+        for name, value in params.items():
+            challenge += f', {name}="{value}"'
+        super().__init__(status, message, headers={"WWW-Authenticate": challenge})
+
+
+class Authenticator:
+    """Turns a request's bearer token into a `Principal`, or refuses it."""
+
+    def __init__(self, keys: IssuerKeys, audience: str, realm: str) -> None:
+        self.keys = keys
+        self.audience = audience
+        self.realm = realm
+
+    async def principal(self, request: Request, needed: str) -> Principal:
+        token = self.bearer_token(request)
+        principal = await self.verify(token)
+        if needed not in principal.scopes:
+            raise Unauthorized(
+                403, f"The token lacks the scope {needed}.", self.realm, "insufficient_scope", scope=needed
+            )
+        return principal
+
+    def bearer_token(self, request: Request) -> str:
+        header = request.headers.get("authorization")
+        if header is None:
+            raise Unauthorized(401, "A bearer token is required.", self.realm)
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token or " " in token.strip():
+            # RFC 6750, section 3.1: a malformed request is a 400, not a 401.
+            raise Unauthorized(
+                400, "The Authorization header must be 'Bearer <token>'.", self.realm, "invalid_request"
+            )
+        return token.strip()
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            algorithm = header.get("alg")
+            if algorithm not in ASYMMETRIC_ALGORITHMS:
+                raise InvalidTokenError(f"algorithm {algorithm!r} is not accepted")
+            key = await self.keys.key(str(header.get("kid", "")))
+            if key is None:
+                raise InvalidTokenError("signed by a key the issuer does not publish")
+            if key.algorithm_name != algorithm:
+                raise InvalidTokenError(f"the key is for {key.algorithm_name}, not {algorithm}")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.keys.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except IssuerUnavailable:
+            raise HTTPException(
+                503,
+                "The identity provider is unavailable; try again later.",
+                headers={"Retry-After": str(int(REFRESH_FLOOR))},
+            ) from None
+        except InvalidTokenError as exc:
+            raise Unauthorized(401, f"Invalid token: {exc}.", self.realm, "invalid_token") from None
+        return Principal(subject=str(claims["sub"]), scopes=scopes_of(claims))
+
+
+@asynccontextmanager
+async def authentication(settings: AuthSettings, realm: str) -> AsyncIterator[Authenticator | None]:
+    """The web process's authenticator, None with API_OPEN=true; its HTTP client closes on exit."""
+    if settings.issuer is None or settings.audience is None:
+        yield None
+        return
+    # One client for the process: key fetches reuse its connections.
+    async with httpx2.AsyncClient() as client:
+        yield Authenticator(IssuerKeys(settings.issuer, client), settings.audience, realm)
+
+
+def scopes_of(claims: Mapping[str, object]) -> frozenset[str]:
+    """OAuth's space-separated `scope` (RFC 9068), or the list some issuers put in `scp`."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    listed = claims.get("scp")
+    if isinstance(listed, list):
+        return frozenset(str(name) for name in listed)
+    return frozenset()
+
+
+def requires(endpoint: Endpoint, *, read: str = READ, write: str = WRITE) -> Endpoint:
+    """`endpoint`, callable only with a token holding `read` (GET, HEAD) or `write` (any other method)."""
+
+    async def guarded(request: Request) -> Response:
+        authenticator: Authenticator | None = request.state.resources.authenticator
+        if authenticator is not None:
+            needed = read if request.method in SAFE_METHODS else write
+            principal = await authenticator.principal(request, needed)
+            # The access log line and the jobs this request enqueues carry it.
+            subject.set(principal.subject)
+        return await endpoint(request)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
