@@ -7,9 +7,12 @@ arrive. Raw sockets, because HTTP clients refuse to leave a request unfinished.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,10 @@ from conftest import service_environment
 from processes import STARTUP_TIMEOUT, ServiceProcess, running_web
 
 LIMIT = 64 * 1024
+# An upload as clients send it, whole, before they read: five times the default MAX_BODY_BYTES.
+UPLOAD = 5 * 1024 * 1024
+# Far past what the server discards after a 413 (a few bodies' worth), socket buffers included.
+ENDLESS = 64 * 1024 * 1024
 ANSWER_TIMEOUT = 20.0
 # A body far larger than anything this test sends.
 ANNOUNCED = 50 * 1024 * 1024
@@ -36,6 +43,13 @@ def web(
     """One real web process whose MAX_BODY_BYTES is LIMIT; each test opens connections of its own."""
     env = {**service_environment(database_url, redis_keyspace), "MAX_BODY_BYTES": str(LIMIT)}
     with running_web(env, tmp_path_factory.mktemp("web")) as web:
+        yield web
+
+
+@pytest.fixture
+def default_web(database_url: URL, redis_keyspace: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A web process with the default MAX_BODY_BYTES (1 MiB)."""
+    with running_web(service_environment(database_url, redis_keyspace), tmp_path) as web:
         yield web
 
 
@@ -121,3 +135,45 @@ def test_client_that_hangs_up_mid_body_is_logged_as_a_4xx_not_a_server_error(web
     events = web.events()
 
     assert not [event for event in events if event["level"] in ("ERROR", "CRITICAL")]
+
+
+def test_client_that_sends_the_whole_body_before_reading_still_reads_its_413(
+    default_web: ServiceProcess,
+) -> None:
+    # http.client (and so requests and urllib3) writes all of it first: had the server closed the
+    # connection with the body unread, the kernel would have reset it and the 413 would be lost.
+    client = http.client.HTTPConnection("127.0.0.1", default_web.port, timeout=ANSWER_TIMEOUT)
+    try:
+        client.request("POST", "/items", body=b"x" * UPLOAD, headers={"Content-Type": "application/json"})
+        response = client.getresponse()
+        body = response.read()
+    finally:
+        client.close()
+
+    assert response.status == 413
+    assert response.getheader("connection") == "close"
+    assert json.loads(body)["error"]["status"] == 413
+
+
+def bytes_sent_until_cut_off(connection: socket.socket) -> int | None:
+    """How much of an endless body the server takes before it resets the connection; None: all of it."""
+    sent = 0
+    while sent < ENDLESS:
+        try:
+            connection.sendall(b"x" * CHUNK * 8)
+        except (ConnectionResetError, BrokenPipeError):
+            return sent
+        sent += CHUNK * 8
+    return None
+
+
+def test_client_that_keeps_sending_after_its_413_is_cut_off(
+    web: ServiceProcess, connection: socket.socket
+) -> None:
+    connection.sendall(request_head(web.port, f"Content-Length: {ENDLESS * 2}"))
+    started = time.monotonic()
+    sent = bytes_sent_until_cut_off(connection)
+
+    # The server discards a bounded amount, for a bounded time, then closes.
+    assert sent is not None
+    assert time.monotonic() - started < ANSWER_TIMEOUT

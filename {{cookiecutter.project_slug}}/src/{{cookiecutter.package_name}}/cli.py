@@ -66,17 +66,22 @@ main.add_command(events)  # drop: events
 def web(reload: bool) -> None:
     """Serve HTTP on $PORT (the Procfile's `web` process)."""
     settings = load_or_exit()
-    import uvicorn
+    from .web.connections import LingeringHttpToolsProtocol
+    from .web.server import ServingConfig, serve
 
     telemetry.serve_web_metrics(settings)  # drop: telemetry
 
-    uvicorn.run(
+    config = ServingConfig(
         f"{__package__}.web.app:app_from_environment",
         factory=True,
         # The router reaches the process from outside its container or dyno.
         host="0.0.0.0",  # noqa: S104  # nosec B104
         port=settings.web.port,
         workers=settings.web.concurrency,
+        # Connections that end with a FIN, never a reset (web/connections.py); httptools parses.
+        http=LingeringHttpToolsProtocol,
+        # A refused body is read and discarded up to a few times this before the connection closes.
+        max_body_bytes=settings.web.max_body_bytes,
         # Trusted only from these proxies, so url_for builds https:// links behind TLS.
         proxy_headers=True,
         forwarded_allow_ips=settings.web.forwarded_allow_ips,
@@ -92,6 +97,8 @@ def web(reload: bool) -> None:
         reload=reload,
         reload_dirs=[str(Path(__file__).parent)] if reload else None,
     )
+    # uvicorn.run's dispatch, with a server that answers every accepted connection before it stops.
+    serve(config)
 
 
 @main.command()

@@ -7,7 +7,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..responses import error_response
 
-# Instead of reading (and discarding) the rest: a client that keeps sending gets nowhere.
+# The rest is discarded by the connection's lingering close (web/connections.py), within its bounds.
 CLOSE = {"Connection": "close"}
 
 
