@@ -113,6 +113,8 @@ class Bench:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "SECRET_KEY": secrets.token_urlsafe(48),
+            # The bare references check no token either.
+            "API_OPEN": "true",
             "LOG_FORMAT": "json",
             "RELEASE_ID": "bench",
             **extra,

@@ -84,8 +84,16 @@ def test_no_token_is_401_with_a_bare_challenge(guarded_web: ServiceProcess) -> N
     assert_refused(httpx2.post(guarded_web.base_url + "/items", json={"name": "x"}), 401, None)
 
 
+OPEN_PATHS = [
+    "/healthz",
+    "/readyz",
+    "/version",
+    "/openapi.json",  # drop: openapi
+]
+
+
 def test_probes_version_and_contract_stay_open(guarded_web: ServiceProcess) -> None:
-    for path in ("/healthz", "/readyz", "/version", "/openapi.json"):
+    for path in OPEN_PATHS:
         assert get(guarded_web, path).status_code == 200, path
 
 
@@ -162,11 +170,14 @@ def test_the_subject_is_logged_and_the_token_never(
 def test_forged_key_ids_cannot_make_the_service_hammer_the_issuer(
     guarded_web: ServiceProcess, issuer: IssuerProcess
 ) -> None:
+    forged = [issuer.token("rogue", jti=str(number)) for number in range(20)]
     before = issuer.fetches()["jwks"]
-    for number in range(20):
-        forged = issuer.token("rogue", jti=str(number))
-        assert get(guarded_web, "/items", forged).status_code == 401
-    assert issuer.fetches()["jwks"] - before <= 1
+    started = time.monotonic()
+    for token in forged:
+        assert get(guarded_web, "/items", token).status_code == 401
+    elapsed = time.monotonic() - started
+    # One fetch per REFRESH_FLOOR at most, however many forged ids arrive (a slow machine may span two).
+    assert issuer.fetches()["jwks"] - before <= 1 + int(elapsed / REFRESH_FLOOR)
 
 
 def test_the_service_follows_a_key_rotation_within_one_refresh(
