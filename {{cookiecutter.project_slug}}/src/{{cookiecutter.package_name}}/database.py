@@ -80,8 +80,7 @@ def create_async_database_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=POOL_TIMEOUT_SECONDS,
         # Before proxies' and load balancers' idle timeouts (often 30-60 min).
         pool_recycle=1800,
-        # No pool_pre_ping, a round trip per request: a dropped connection fails one request (503), and
-        # SQLAlchemy then discards the pool, so the next ones reconnect.
+        # No pool_pre_ping, a round trip per request: a dropped connection fails one request, then reconnects.
         connect_args=async_connect_timeouts(url),
     )
 

@@ -1,9 +1,6 @@
 """Incoming events: POST /events, where another app sends Standard Webhooks (events/signing.py).
 
-In order: 401 unsigned (missing or malformed webhook-* headers, or no signature matches: nothing more is
-read), 400 a signed timestamp outside the replay window, 422 a signed body that is not an event, then 202
-new or 200 a webhook-id already recorded. 400, not 401, for the window: the signature proved the sender
-holds the secret, so the fault is a clock or a replay, not the credentials (the spec names no status).
+Answers, in order: 401 unsigned, 400 outside the replay window, 422 not an event, 202 new, 200 a repeat.
 """
 
 from __future__ import annotations

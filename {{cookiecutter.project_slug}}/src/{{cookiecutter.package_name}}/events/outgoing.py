@@ -1,8 +1,4 @@
-"""Outgoing events: the app at EVENTS_URL (factor IV) hears when an item is done, reliably.
-
-Network errors, 5xx, 408, 425 and 429 are retried with backoff; any other 4xx waits for an operator.
-httpx2 because Starlette's TestClient already uses it: one HTTP stack.
-"""
+"""Outgoing events: the app at EVENTS_URL (factor IV) hears when an item is done, retried with backoff."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Standard Webhooks signatures (https://www.standardwebhooks.com): HMAC-SHA256 of "{id}.{timestamp}.{body}".
-
-The secrets are `whsec_` and the base64 of 24 to 64 random bytes; the key is those bytes. A message carries
-one `v1,<base64>` signature per secret, space-separated, so a receiver on either side of a rotation verifies.
-"""
+"""Standard Webhooks signatures (https://www.standardwebhooks.com): one `v1,` HMAC-SHA256 per secret."""
 
 from __future__ import annotations
 

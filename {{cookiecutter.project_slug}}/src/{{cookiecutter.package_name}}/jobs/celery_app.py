@@ -88,11 +88,7 @@ def probe_broker(app: Celery, timeout: float) -> None:
 
 
 def declare_embedded_queue(app: Celery, settings: Settings) -> None:
-    """Create the embedded broker's queue at start (web and worker; nothing to do with a broker server).
-
-    kombu's SQLAlchemy transport creates it on first use, guarded within one process only: a worker starting
-    as the web published its first job died of the IntegrityError. At start, the loser tries again.
-    """
+    """Create the embedded broker's queue at start: kombu guards its creation within one process only."""
     if not settings.jobs.embedded_broker:
         return
     queue = app.amqp.queues[app.conf.task_default_queue]

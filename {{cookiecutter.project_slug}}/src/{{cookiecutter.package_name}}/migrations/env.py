@@ -1,8 +1,4 @@
-"""Alembic's environment: migrations use the same settings and URL normaliser as every other process.
-
-The URL object goes straight to the engine, never through Alembic's ini file, so passwords containing
-`%` or `@` need no escaping.
-"""
+"""Alembic's environment: the same settings and URL as every process, never through an ini file."""
 
 from alembic import context
 from sqlalchemy import Connection

@@ -1,8 +1,4 @@
-"""Bearer tokens from an OpenID Connect issuer (RFC 6750): who is calling, and may they do this?
-
-The service verifies what the issuer signs and keeps no users of its own. Reads need the `items:read`
-scope, writes `items:write`. With API_OPEN=true (local work only) every request passes unchecked.
-"""
+"""Bearer tokens from an OpenID Connect issuer (RFC 6750): reads need `items:read`, writes `items:write`."""
 
 from __future__ import annotations
 
@@ -45,8 +41,6 @@ class Principal:
 
 
 class Unauthorized(HTTPException):
-    """A 401 or 403 with the `WWW-Authenticate` challenge RFC 6750 asks for."""
-
     def __init__(
         self, status: int, message: str, realm: str, error: str | None = None, **params: str
     ) -> None:
@@ -59,8 +53,6 @@ class Unauthorized(HTTPException):
 
 
 class Authenticator:
-    """Turns a request's bearer token into a `Principal`, or refuses it."""
-
     def __init__(self, keys: IssuerKeys, audience: str, realm: str) -> None:
         self.keys = keys
         self.audience = audience
@@ -124,7 +116,6 @@ async def authentication(settings: AuthSettings, realm: str) -> AsyncIterator[Au
     if settings.issuer is None or settings.audience is None:
         yield None
         return
-    # One client for the process: key fetches reuse its connections.
     async with httpx2.AsyncClient() as client:
         yield Authenticator(IssuerKeys(settings.issuer, client), settings.audience, realm)
 

@@ -1,10 +1,7 @@
 """Connections end with a FIN the client can read up to, never with a reset.
 
-A socket closed while the client's bytes sit unread in it (the rest of a refused upload, a request sent
-just as an idle connection was closed) makes the kernel answer with a reset, and the client loses the
-response it had not read yet. So every close here lingers, as nginx's `lingering_close` does: the response
-is flushed, a FIN follows, and what the client still sends is read and thrown away until it closes its
-side, within LINGER_SECONDS and a few request bodies' worth of bytes.
+Closing a socket with the client's bytes unread in it resets the connection, losing the unread response.
+So every close lingers, as nginx's `lingering_close`: FIN, then discard what still comes, within bounds.
 """
 
 from __future__ import annotations
@@ -19,18 +16,14 @@ from uvicorn.server import ServerState
 
 from .server import ServingConfig, ServingState
 
-# Long enough for a client to finish writing a body it started before reading the 413; a client that keeps
-# sending past it gets the reset it asked for.
+# Long enough to finish writing a body begun before reading the 413.
 LINGER_SECONDS = 3.0
 LINGER_BODIES = 8
-# A stopping server gives an idle connection this long for a request already on its way, which is answered
-# (with `Connection: close`), before it sends the FIN.
+# At a stop, an idle connection's request already on its way is still answered.
 IDLE_GRACE_SECONDS = 0.5
 
 
 class LingeringTransport(asyncio.Transport):
-    """The transport as uvicorn's protocol sees it: `close()` lingers instead, the rest passes through."""
-
     def __init__(self, transport: asyncio.Transport, linger: Callable[[], None]) -> None:
         super().__init__()
         self.transport, self.linger = transport, linger
@@ -88,8 +81,6 @@ class LingeringTransport(asyncio.Transport):
 
 
 class LingeringHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, whose connections linger on close and wind down when the server stops."""
-
     def __init__(
         self,
         config: Config,
@@ -137,8 +128,7 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
         return self.cycle is None or self.cycle.response_complete
 
     def shutdown(self) -> None:
-        """The server stops: the response in progress says `Connection: close`; an idle connection gets a
-        grace for a request already on its way, then the FIN."""
+        """The server stops: close after the response in progress, or, if idle, after IDLE_GRACE_SECONDS."""
         if not self.idle():
             self.cycle.keep_alive = False
         elif not self.timers:

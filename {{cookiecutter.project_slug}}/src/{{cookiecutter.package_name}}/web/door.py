@@ -1,11 +1,4 @@
-"""The listener's door: refuse new connections while those the kernel already accepted are still served.
-
-Closing a listening socket resets every connection in its accept queue: the kernel completed their
-handshakes, so their clients already sent a request, and a router reports each as a 502. Shutting the door
-instead keeps the socket listening but drops every new SYN (a classic BPF socket filter, Linux only): a new
-client gets no SYN-ACK, retries, and is refused once the socket closes. Connections already queued, or
-mid-handshake, still reach accept(), and the server answers them before it closes the socket.
-"""
+"""The listener's door: new SYNs are dropped (Linux BPF) while the accept queue is served, never reset."""
 
 from __future__ import annotations
 
@@ -31,8 +24,7 @@ DROP_SYNS = (
     (BPF_RET_K, 0, 0, 0),
     (BPF_RET_K, 0, 0, KEEP_WHOLE_PACKET),
 )
-# struct tcp_info: eight one-byte fields, then rto, ato, snd_mss, rcv_mss and unacked, which a listening
-# socket fills with the length of its accept queue.
+# struct tcp_info's `unacked`: a listening socket's accept queue length.
 TCP_INFO_QUEUED_OFFSET = 8 + 4 * 4
 
 

@@ -1,8 +1,4 @@
-"""Factor IV: the identity provider is an attached resource; its signing keys come from its URL alone.
-
-The keys are discovered from the issuer's OpenID Connect metadata, cached, and fetched again only when a
-token names a key the cache lacks, at most once per REFRESH_FLOOR, or when the cache is older than MAX_AGE.
-"""
+"""Factor IV: the identity provider is attached by URL; its signing keys are discovered from that alone."""
 
 from __future__ import annotations
 
@@ -28,12 +24,10 @@ SIGNING_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 
 
 class IssuerUnavailable(Exception):
-    """The issuer could not be asked for its keys (and none is cached for this token)."""
+    """No key for this token is cached, and the issuer cannot be asked."""
 
 
 class IssuerKeys:
-    """The issuer's public signing keys by key id, fetched with one shared HTTP client."""
-
     def __init__(self, issuer: str, client: httpx2.AsyncClient) -> None:
         self.issuer = issuer
         self.client = client
@@ -45,10 +39,7 @@ class IssuerKeys:
         self.lock = asyncio.Lock()
 
     async def key(self, key_id: str) -> PyJWK | None:
-        """The key named `key_id`, refreshing the cache if it may be missing; None if the issuer has none.
-
-        Raises IssuerUnavailable only when the key is not cached and the issuer cannot be asked.
-        """
+        """The key named `key_id`, None if unpublished; IssuerUnavailable if uncached and unreachable."""
         if key_id not in self.keys or self.stale():
             try:
                 await self.refresh()
@@ -101,7 +92,6 @@ class IssuerKeys:
 
 
 def signing_keys(jwks: list[dict[str, Any]]) -> dict[str, PyJWK]:
-    """The usable signing keys of a JWKS by key id; keys of other kinds or uses are skipped."""
     keys = {}
     for jwk in jwks:
         if jwk.get("kty") not in SIGNING_KEY_TYPES or jwk.get("use", "sig") != "sig" or "kid" not in jwk:

@@ -1,10 +1,7 @@
-"""uvicorn's server and worker supervisor, stopping so that no connection the kernel accepted is reset.
+"""uvicorn's server and supervisor, stopping so that no connection the kernel accepted is reset.
 
-On SIGTERM uvicorn closes its listening socket at once, resetting the connections in its accept queue. Here
-the door shuts first (door.py): new clients get no SYN-ACK, and the server keeps accepting until the queue
-is empty; only then does uvicorn's own graceful shutdown run. With WEB_CONCURRENCY > 1 the workers share
-one listening socket, and the supervisor alone shuts its door (a worker it merely replaces must not), then
-tells the workers, who wait for that before they stop accepting.
+On SIGTERM the door shuts first (door.py) and the server accepts until the queue is empty; then uvicorn's own
+graceful shutdown runs. With workers, the supervisor alone shuts the shared socket's door.
 """
 
 from __future__ import annotations
@@ -36,27 +33,21 @@ POLL_SECONDS = 0.01
 
 
 class ServingConfig(Config):
-    """uvicorn's configuration, with what the service's connections and door need (pickled to workers)."""
-
     def __init__(self, app: str, *, max_body_bytes: int, **options: Any) -> None:
         super().__init__(app, **options)
         self.max_body_bytes = max_body_bytes
-        # True: this process owns the listening socket and shuts its door; with workers, the supervisor's
-        # event says it has; neither during `--reload`, whose listener outlives each server.
+        # Whether this process shuts the door, or waits for the supervisor's event (never under --reload).
         self.shuts_door = False
         self.door_shut: Event | None = None
 
 
 class ServingState(ServerState):
-    """State every connection sees: `stopping` makes each response close its connection."""
-
     def __init__(self) -> None:
         super().__init__()
         self.stopping = False
 
 
 def drained(listeners: Sequence[socket.socket], door_is_shut: bool, elapsed: float) -> bool:
-    """Whether every connection the kernel accepted before the door shut has been taken by a worker."""
     return door_is_shut and elapsed >= SETTLE_SECONDS and door.queued(listeners) == 0
 
 
@@ -107,11 +98,7 @@ class DrainingProcess(Process):
 
 
 class DrainingMultiprocess(Multiprocess):
-    """uvicorn's supervisor with DrainingServer workers; it shuts the door before it stops them.
-
-    uvicorn builds its `Process` by name, so the four methods that start a worker are uvicorn's own
-    (0.54), each with `DrainingProcess` in its place: compare them when upgrading uvicorn.
-    """
+    """uvicorn's supervisor with DrainingServer workers (its worker-starting methods: uvicorn 0.54's)."""
 
     def __init__(self, config: ServingConfig, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
@@ -178,7 +165,6 @@ class DrainingMultiprocess(Multiprocess):
 
 
 def serve(config: ServingConfig) -> None:
-    """What `uvicorn.run` does once it has its Config, with the draining server and supervisor."""
     if config.should_reload:
         server = DrainingServer(config)
         ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
