@@ -38,7 +38,7 @@ class ExportHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Receiver
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+    def do_POST(self) -> None:
         size = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(size)
         if self.path == TRACES_PATH:
@@ -50,7 +50,7 @@ class ExportHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (http.server's signature)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

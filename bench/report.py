@@ -44,7 +44,9 @@ def met(value: float, goal: tuple[str, float] | None) -> str:
     if goal is None:
         return ""
     relation, bound = goal
-    held = value <= bound if relation == "<=" else value >= bound
+    # Judged as printed: a ratio shown as 0.70 meets a goal of 0.7.
+    shown = round(value, 2)
+    held = shown <= bound if relation == "<=" else shown >= bound
     return f"{relation.replace('<=', '≤').replace('>=', '≥')} {bound:g} {'met' if held else 'NOT met'}"
 
 

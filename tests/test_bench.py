@@ -6,6 +6,7 @@ size (speed is reported by the benchmark, not asserted by tests).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,14 @@ from support import TEMPLATE_DIR, Installer, assert_succeeded, clean_environment
 pytestmark = pytest.mark.slow
 
 BENCH_TIMEOUT = 900
-ENDPOINT_ROWS = ("`GET /healthz`", "`GET /version`", "`GET /items/{id}`")
+ENDPOINT_ROWS = ("`GET /healthz`", "`GET /version`", "`GET /items/{id}`", "`GET /items/{id}, tracing on`")
 COMPARISON_ROWS = (
     "start to first `/healthz` 200",
-    "peak RSS of the web process",
+    "start to first `/healthz` 200 (old reference)",
+    "RSS of a fresh web process after a 2 s burst",
+    "peak RSS of the web process, after every round",
     "jobs, `POST /items` to `done`",
+    "jobs, `POST /items` to `done` (old reference)",
 )
 
 
@@ -56,6 +60,10 @@ def test_make_bench_measures_every_endpoint_startup_memory_and_jobs_against_the_
     for name in COMPARISON_ROWS:
         _, service, reference, ratio, _goal = table_row(results, name)
         assert min(number(cell) for cell in (service, reference, ratio)) > 0, name
+    # The traced web really exported its spans to the benchmark's receiver.
+    exports = re.search(r"\(([\d,]+) exports, ", results)
+    assert exports is not None, "the notes name no span exports"
+    assert number(exports[1]) > 0, "no span export reached the OTLP receiver"
 
 
 def test_baked_service_make_bench_measures_each_endpoint_startup_and_memory(

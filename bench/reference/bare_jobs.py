@@ -90,4 +90,11 @@ async def create_item(request: Request) -> JSONResponse:
     return JSONResponse({"id": item_id}, status_code=201)
 
 
-web = Starlette(routes=[Route("/items", create_item, methods=["POST"])], lifespan=lifespan)
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+web = Starlette(
+    routes=[Route("/items", create_item, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+    lifespan=lifespan,
+)
