@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -107,3 +108,24 @@ def test_create_item_is_503_json_when_the_database_is_unreachable(settings: Sett
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["status"] == 503
+
+
+def test_read_on_a_connection_the_server_ended_is_a_503_json_and_the_next_read_reconnects(
+    client: TestClient, engine: Engine
+) -> None:
+    item_id = client.post("/items", json={"name": "survivor"}).json()["id"]
+    assert client.get(f"/items/{item_id}").status_code == 200  # the read pool now holds a connection
+    with engine.connect() as admin:
+        ended = admin.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert ended > 0
+
+    lost = client.get(f"/items/{item_id}")
+    again = client.get(f"/items/{item_id}")
+
+    assert (lost.status_code, lost.json()["error"]["status"]) == (503, 503)
+    assert (again.status_code, again.json()["name"]) == (200, "survivor")

@@ -6,12 +6,15 @@ Platforms hand out `postgres://` URLs; SQLAlchemy wants a driver in the scheme, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL
+import asyncpg
+from sqlalchemy import Engine, Select, create_engine
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -36,6 +39,17 @@ CONNECT_TIMEOUT_SECONDS = 5
 WEB_STATEMENT_TIMEOUT_SECONDS = 10
 # A request waiting longer for a connection fails (503) instead of queueing on.
 POOL_TIMEOUT_SECONDS = 5
+# A bound, should a caller build a statement per request.
+COMPILED_READS = 64
+# What a lost, restarting or stalled server raises from asyncpg: a 503, as through SQLAlchemy.
+DRIVER_OUTAGES = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # Shutdown, restart, cancelled statement.
+    asyncpg.exceptions.OperatorInterventionError,
+    OSError,
+    TimeoutError,
+)
 
 
 def sync_url(url: URL) -> URL:
@@ -96,6 +110,9 @@ class Reads:
         # With requests taking turns, an overflow connection would never be used.
         size = settings.database.pool_size
         self.turns = asyncio.Semaphore(size)
+        self.on_asyncpg = _explicit_driver(url) == ASYNC_POSTGRES_DRIVER
+        # Statements are built once, at import: a handful, compiled on first use.
+        self.compiled_reads: dict[Select[Any], CompiledRead] = {}
         if url.get_backend_name() == "sqlite":
             self.engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
             return
@@ -122,6 +139,62 @@ class Reads:
                 yield connection
         finally:
             self.turns.release()
+
+    async def first(self, statement: Select[Any], **params: Any) -> Mapping[str, Any] | None:
+        rows = await self.fetch(statement, params, limit_one=True)
+        return rows[0] if rows else None
+
+    async def all(self, statement: Select[Any], **params: Any) -> Sequence[Mapping[str, Any]]:
+        return await self.fetch(statement, params, limit_one=False)
+
+    async def fetch(
+        self, statement: Select[Any], params: dict[str, Any], *, limit_one: bool
+    ) -> Sequence[Mapping[str, Any]]:
+        """On asyncpg, SQLAlchemy's compiled SQL runs on the pooled driver connection: SQLAlchemy's
+        execution path is a third of a read's CPU time (bench/PROFILE.md). While something listens to
+        statement events (tracing), and on other drivers, SQLAlchemy executes it, so they see it."""
+        async with self.connect() as connection:
+            if not self.on_asyncpg or self.engine.sync_engine.dispatch.before_cursor_execute:
+                result = (await connection.execute(statement, params)).mappings()
+                return [dict(row) for row in (result.fetchmany(1) if limit_one else result.all())]
+            sql, arguments = self.compiled(statement).bind(params)
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None  # a pooled connection, checked out
+            try:
+                if limit_one:
+                    row = await driver.fetchrow(sql, *arguments)
+                    return [] if row is None else [row]
+                rows: Sequence[Mapping[str, Any]] = await driver.fetch(sql, *arguments)
+                return rows
+            except DRIVER_OUTAGES as exc:
+                # The connection is suspect: the pool replaces it, and the error handlers answer 503.
+                await connection.invalidate()
+                raise OperationalError(sql, arguments, exc) from exc
+
+    def compiled(self, statement: Select[Any]) -> CompiledRead:
+        known = self.compiled_reads.get(statement)
+        if known is None:
+            known = CompiledRead.of(statement, self.engine.dialect)
+            if len(self.compiled_reads) < COMPILED_READS:
+                self.compiled_reads[statement] = known
+        return known
+
+
+@dataclass(frozen=True)
+class CompiledRead:
+    """A statement compiled once for the driver: its SQL, and its parameters in order with defaults."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, statement: Select[Any], dialect: Dialect) -> CompiledRead:
+        compiled = statement.compile(dialect=dialect)
+        return cls(str(compiled), tuple(compiled.positiontup or ()), compiled.params)
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        return self.sql, [params[name] if name in params else self.defaults[name] for name in self.names]
 
 
 def read_only_sessions(url: URL) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, validate
-from sqlalchemy import Row, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,6 +23,9 @@ MAX_ID = 2**63 - 1
 
 # Core statements built once: for a single row the ORM costs more than the query (bench/PROFILE.md).
 ITEM_BY_ID = select(Item.__table__).where(Item.id == bindparam("item_id"))
+ITEMS_AFTER = (
+    select(Item.__table__).where(Item.id > bindparam("after")).order_by(Item.id).limit(bindparam("limit"))
+)
 INSERT_ITEM = insert(Item).returning(*Item.__table__.columns)
 
 
@@ -38,14 +42,15 @@ class ListQuery(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
-def item_json(item: Row[Any]) -> dict[str, Any]:
+def item_json(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": item.id,
-        "name": item.name,
-        "status": item.status.value,
-        "digest": item.digest,
-        "created_at": item.created_at.isoformat(),
-        "updated_at": item.updated_at.isoformat(),
+        "id": item["id"],
+        "name": item["name"],
+        # An ItemStatus through SQLAlchemy, its text straight from the driver.
+        "status": str(item["status"]),
+        "digest": item["digest"],
+        "created_at": item["created_at"].isoformat(),
+        "updated_at": item["updated_at"].isoformat(),
     }
 
 
@@ -67,7 +72,9 @@ async def create_item(request: Request) -> JSONResponse:
         job.id = (await connection.execute(INSERT_JOB, job_row(job))).scalar_one()
     # After the commit, so the worker finds the item.
     await resources.jobs.publish(job, resources.engine)
-    return JSONResponse(item_json(item), status_code=201, headers={"Location": f"/items/{item.id}"})
+    return JSONResponse(
+        item_json(dict(item._mapping)), status_code=201, headers={"Location": f"/items/{item.id}"}
+    )
 
 
 def item_id_of(segment: str) -> int:
@@ -87,8 +94,7 @@ def item_id_of(segment: str) -> int:
 async def get_item(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     item_id = item_id_of(request.path_params["item_id"])
-    async with resources.reads.connect() as connection:
-        item = (await connection.execute(ITEM_BY_ID, {"item_id": item_id})).first()
+    item = await resources.reads.first(ITEM_BY_ID, item_id=item_id)
     if item is None:
         raise HTTPException(404, f"No item with id {item_id}.")
     return JSONResponse(item_json(item))
@@ -98,10 +104,8 @@ async def list_items(request: Request) -> JSONResponse:
     """Keyset pagination: `?after=<last id seen>&limit=<n>`, stable while items are being added."""
     resources: Resources = request.state.resources
     query = ListQuery().load(request.query_params)
-    statement = select(Item.__table__).where(Item.id > query["after"]).order_by(Item.id).limit(query["limit"])
-    async with resources.reads.connect() as connection:
-        items = (await connection.execute(statement)).all()
+    items = await resources.reads.all(ITEMS_AFTER, after=query["after"], limit=query["limit"])
     next_page = None
     if len(items) == query["limit"]:
-        next_page = f"/items?after={items[-1].id}&limit={query['limit']}"
+        next_page = f"/items?after={items[-1]['id']}&limit={query['limit']}"
     return JSONResponse({"items": [item_json(item) for item in items], "next": next_page})
