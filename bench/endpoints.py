@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from . import measure, otlp
+from . import issuer, measure, otlp
 from .context import TEMPLATE_ROOT, Run
 from .report import Comparison, EndpointRounds
 
@@ -31,10 +31,13 @@ class Target:
     reference: tuple[str, str]
     # GET /items/<random id up to this> instead of the path.
     random_items: int | None = None
+    # Sent by the service side only.
+    service_headers: tuple[str, ...] = ()
 
 
-def servers(run: Run, ports: dict[str, int], traces_endpoint: str) -> list[Server]:
-    """The service as production runs it, the same with tracing on, and the bare references."""
+def servers(run: Run, ports: dict[str, int], traces_endpoint: str, issuer_url: str) -> list[Server]:
+    """The service as production runs it, the same with tracing on, and with bearer tokens required,
+    and the bare references."""
     return [
         Server(
             "service web",
@@ -50,6 +53,18 @@ def servers(run: Run, ports: dict[str, int], traces_endpoint: str) -> list[Serve
                 PORT=str(ports["traced web"]),
                 OTEL_TRACES_EXPORTER="otlp",
                 OTEL_EXPORTER_OTLP_ENDPOINT=traces_endpoint,
+            ),
+            run.workdir,
+            "/healthz",
+        ),
+        Server(
+            "guarded web",
+            [run.script, "web"],
+            run.service_env(
+                PORT=str(ports["guarded web"]),
+                API_OPEN="false",
+                OIDC_ISSUER=issuer_url,
+                OIDC_AUDIENCE=run.args.slug,
             ),
             run.workdir,
             "/healthz",
@@ -71,7 +86,7 @@ def servers(run: Run, ports: dict[str, int], traces_endpoint: str) -> list[Serve
     ]
 
 
-def targets(item_count: int) -> list[Target]:
+def targets(item_count: int, token: str) -> list[Target]:
     hello = ("hello", "/hello")
     return [
         Target(
@@ -96,6 +111,13 @@ def targets(item_count: int) -> list[Target]:
             ("service web", "/items/"),
             item_count,
         ),
+        Target(
+            EndpointRounds("GET /items/{id}, bearer token", "the service, open", None, None),
+            ("guarded web", "/items/"),
+            ("service web", "/items/"),
+            item_count,
+            (f"Authorization: Bearer {token}",),
+        ),
     ]
 
 
@@ -114,7 +136,9 @@ class Rounds:
         self.ports = ports
         self.pids = pids
 
-    def load(self, where: tuple[str, str], random_items: int | None, seconds: float) -> measure.Load:
+    def load(
+        self, where: tuple[str, str], random_items: int | None, seconds: float, headers: tuple[str, ...] = ()
+    ) -> measure.Load:
         server, path = where
         return measure.load(
             f"http://127.0.0.1:{self.ports[server]}{path}",
@@ -123,22 +147,25 @@ class Rounds:
             connections=self.run.args.connections,
             threads=self.run.args.threads,
             random_items=random_items,
+            headers=headers,
         )
 
     def measure(self, rows: list[Target]) -> None:
         warm_up = min(2.0, self.run.args.seconds)
+        seconds = self.run.args.seconds
         for target in rows:
-            for side in (target.service, target.reference):
-                self.load(side, target.random_items, warm_up)  # not counted
+            # Not counted: connections opened, statements prepared, the issuer's keys fetched.
+            self.load(target.service, target.random_items, warm_up, target.service_headers)
+            self.load(target.reference, target.random_items, warm_up)
         for number in range(self.run.args.rounds):
             for target in rows:
                 # Swap who goes first each round, so a trend in the machine's load favours neither.
                 if number % 2 == 0:
-                    service = self.load(target.service, target.random_items, self.run.args.seconds)
-                    reference = self.load(target.reference, target.random_items, self.run.args.seconds)
+                    service = self.load(target.service, target.random_items, seconds, target.service_headers)
+                    reference = self.load(target.reference, target.random_items, seconds)
                 else:
-                    reference = self.load(target.reference, target.random_items, self.run.args.seconds)
-                    service = self.load(target.service, target.random_items, self.run.args.seconds)
+                    reference = self.load(target.reference, target.random_items, seconds)
+                    service = self.load(target.service, target.random_items, seconds, target.service_headers)
                 target.row.rounds.append((service, reference))
                 self.run.say(
                     f"round {number + 1} {target.row.endpoint}: {service.requests_per_second:,.0f} vs "
@@ -147,12 +174,13 @@ class Rounds:
 
 
 @contextmanager
-def serving(run: Run, traces_endpoint: str) -> Iterator[Rounds]:
+def serving(run: Run, traces_endpoint: str, issuer_url: str) -> Iterator[Rounds]:
     """Every web server up and answering before this yields; all stopped after."""
-    ports = {name: measure.free_port() for name in ("service web", "traced web", "hello", "pk read")}
+    names = ("service web", "traced web", "guarded web", "hello", "pk read")
+    ports = {name: measure.free_port() for name in names}
     pids: dict[str, int] = {}
     with ExitStack() as stack:
-        for server in servers(run, ports, traces_endpoint):
+        for server in servers(run, ports, traces_endpoint, issuer_url):
             process = stack.enter_context(
                 measure.running(server.command, env=server.env, cwd=server.cwd, log=run.log_path(server.name))
             )
@@ -162,8 +190,12 @@ def serving(run: Run, traces_endpoint: str) -> Iterator[Rounds]:
 
 
 def web_figures(run: Run, item_count: int) -> WebFigures:
-    rows = targets(item_count)
-    with otlp.receiving() as receiver, serving(run, receiver.endpoint) as rounds:
+    with (
+        otlp.receiving() as receiver,
+        issuer.running_issuer(run) as issuer_url,
+        serving(run, receiver.endpoint, issuer_url) as rounds,
+    ):
+        rows = targets(item_count, issuer.token(issuer_url))
         rounds.measure(rows)
         # After every round: the high-water mark of the whole run.
         memory = Comparison(

@@ -61,10 +61,17 @@ def free_port() -> int:
 
 
 def load(
-    url: str, *, server: int, seconds: float, connections: int, threads: int, random_items: int | None = None
+    url: str,
+    *,
+    server: int,
+    seconds: float,
+    connections: int,
+    threads: int,
+    random_items: int | None = None,
+    headers: Sequence[str] = (),
 ) -> Load:
     """Drive `url` (served by process `server`) with wrk for `seconds`; with `random_items`, GET
-    /items/<random id up to it>."""
+    /items/<random id up to it>; `headers` as `Name: value`."""
     script = WRK_REPORT + (WRK_RANDOM_ITEM if random_items else "")
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
@@ -78,6 +85,7 @@ def load(
             "5s",
             "-s",
             lua.name,
+            *(option for header in headers for option in ("-H", header)),
             url,
         ]
         if random_items:

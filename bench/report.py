@@ -17,7 +17,7 @@ class EndpointRounds:
     reference: str
     # Service goal: the lowest acceptable median ratio of its req/s to the reference's, and optionally the
     # highest acceptable ratio of its p99 latency to the reference's.
-    min_ratio: float
+    min_ratio: float | None
     max_p99_ratio: float | None
     rounds: list[tuple[Load, Load]] = dataclasses.field(default_factory=list)
 
@@ -59,7 +59,7 @@ def endpoint_table(endpoints: Sequence[EndpointRounds]) -> list[str]:
     for row in endpoints:
         ratio = row.median(lambda s, r: s.requests_per_second / r.requests_per_second)
         p99_ratio = row.median(lambda s, r: s.p99_ms / max(r.p99_ms, 0.001))
-        goals = [met(ratio, (">=", row.min_ratio))]
+        goals = [met(ratio, (">=", row.min_ratio))] if row.min_ratio is not None else []
         if row.max_p99_ratio is not None:
             goals.append("p99 " + met(p99_ratio, ("<=", row.max_p99_ratio)))
         errors = sum(service.errors for service, _ in row.rounds)

@@ -15,7 +15,10 @@ from support import TEMPLATE_DIR, Installer, assert_succeeded, clean_environment
 pytestmark = pytest.mark.slow
 
 BENCH_TIMEOUT = 900
-ENDPOINT_ROWS = ("`GET /healthz`", "`GET /version`", "`GET /items/{id}`", "`GET /items/{id}, tracing on`")
+ENDPOINT_ROWS = (
+    *("`GET /healthz`", "`GET /version`", "`GET /items/{id}`"),
+    *("`GET /items/{id}, tracing on`", "`GET /items/{id}, bearer token`"),
+)
 COMPARISON_ROWS = (
     "start to first `/healthz` 200",
     "start to first `/healthz` 200 (old reference)",
