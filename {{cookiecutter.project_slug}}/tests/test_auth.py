@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from jwt import PyJWK
 from sqlalchemy.engine import URL
 
+from {{ cookiecutter.package_name }}.web.auth import LEEWAY_SECONDS, Principal, Verified
 from {{ cookiecutter.package_name }}.web.issuer import REFRESH_FLOOR
 
 from conftest import service_environment
@@ -244,3 +246,17 @@ def test_a_job_carries_the_subject_to_the_worker_log_lines(
     job_lines = [event for event in worker.events() if event.get("request_id") == rid]
     assert len(job_lines) >= 2, worker.stdout
     assert {event.get("subject") for event in job_lines} == {"writer-7"}
+
+
+def test_a_remembered_token_holds_only_from_its_nbf_to_its_exp_within_the_leeway() -> None:
+    key = PyJWK({"kty": "oct", "k": "c2VjcmV0", "alg": "HS256"})
+    remembered = Verified(Principal("user-1", frozenset()), "key-1", key, not_before=1000, expires=2000)
+
+    assert [remembered.in_time(now) for now in (1000 - LEEWAY_SECONDS - 1, 1000 - LEEWAY_SECONDS)] == [
+        False,
+        True,
+    ]
+    assert [remembered.in_time(now) for now in (2000 + LEEWAY_SECONDS, 2000 + LEEWAY_SECONDS + 1)] == [
+        True,
+        False,
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx2
 import jwt
+from jwt import PyJWK
 from jwt.exceptions import InvalidTokenError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,6 +32,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+# Tokens verified recently: a client sends the same one until it expires.
+REMEMBERED_TOKENS = 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -38,6 +43,20 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Principal:
     subject: str
     scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A token whose signature and claims held: good while its key is still published and it is in time."""
+
+    principal: Principal
+    key_id: str
+    key: PyJWK
+    not_before: float
+    expires: float
+
+    def in_time(self, now: float) -> bool:
+        return self.not_before - LEEWAY_SECONDS <= now <= self.expires + LEEWAY_SECONDS
 
 
 class Unauthorized(HTTPException):
@@ -57,6 +76,8 @@ class Authenticator:
         self.keys = keys
         self.audience = audience
         self.realm = realm
+        # Verifying a signature is most of a guarded request's own cost (bench/PROFILE.md).
+        self.verified: OrderedDict[str, Verified] = OrderedDict()
 
     async def principal(self, request: Request, needed: str) -> Principal:
         token = self.bearer_token(request)
@@ -80,25 +101,10 @@ class Authenticator:
         return token.strip()
 
     async def verify(self, token: str) -> Principal:
+        known = self.verified.pop(token, None)
         try:
-            header = jwt.get_unverified_header(token)
-            algorithm = header.get("alg")
-            if algorithm not in ASYMMETRIC_ALGORITHMS:
-                raise InvalidTokenError(f"algorithm {algorithm!r} is not accepted")
-            key = await self.keys.key(str(header.get("kid", "")))
-            if key is None:
-                raise InvalidTokenError("signed by a key the issuer does not publish")
-            if key.algorithm_name != algorithm:
-                raise InvalidTokenError(f"the key is for {key.algorithm_name}, not {algorithm}")
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=self.audience,
-                issuer=self.keys.issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": REQUIRED_CLAIMS},
-            )
+            if known is None or not await self.still_valid(known):
+                known = await self.verify_signature(token)
         except IssuerUnavailable:
             raise HTTPException(
                 503,
@@ -107,7 +113,38 @@ class Authenticator:
             ) from None
         except InvalidTokenError as exc:
             raise Unauthorized(401, f"Invalid token: {exc}.", self.realm, "invalid_token") from None
-        return Principal(subject=str(claims["sub"]), scopes=scopes_of(claims))
+        # Most recently used last; the least recently used goes first.
+        self.verified[token] = known
+        if len(self.verified) > REMEMBERED_TOKENS:
+            self.verified.popitem(last=False)
+        return known.principal
+
+    async def still_valid(self, known: Verified) -> bool:
+        """In time, and its key still the one the issuer publishes under its id (rotations drop it)."""
+        return known.in_time(time.time()) and await self.keys.key(known.key_id) is known.key
+
+    async def verify_signature(self, token: str) -> Verified:
+        header = jwt.get_unverified_header(token)
+        algorithm = header.get("alg")
+        if algorithm not in ASYMMETRIC_ALGORITHMS:
+            raise InvalidTokenError(f"algorithm {algorithm!r} is not accepted")
+        key_id = str(header.get("kid", ""))
+        key = await self.keys.key(key_id)
+        if key is None:
+            raise InvalidTokenError("signed by a key the issuer does not publish")
+        if key.algorithm_name != algorithm:
+            raise InvalidTokenError(f"the key is for {key.algorithm_name}, not {algorithm}")
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=self.audience,
+            issuer=self.keys.issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+        principal = Principal(subject=str(claims["sub"]), scopes=scopes_of(claims))
+        return Verified(principal, key_id, key, float(claims.get("nbf", 0)), float(claims["exp"]))
 
 
 @asynccontextmanager
