@@ -545,9 +545,9 @@ SECOND_CATALOGUE: list[Breakage] = [
             Edit(CLI, "import os\nimport signal\n", "import os\nimport platform\nimport signal\n"),
             Edit(
                 CLI,
-                "    settings = load_or_exit()\n    from .web.connections import",
+                "    settings = load_or_exit()\n    if settings.web.concurrency",
                 '    settings = load_or_exit()\n    logger.info("Serving on %s", platform.platform())\n'
-                "    from .web.connections import",
+                "    if settings.web.concurrency",
             ),
         ),
     ),

@@ -15,8 +15,8 @@ import pytest
 from jwt import PyJWK
 from sqlalchemy.engine import URL
 
-from {{ cookiecutter.package_name }}.web.auth import LEEWAY_SECONDS, Principal, Verified
 from {{ cookiecutter.package_name }}.web.issuer import REFRESH_FLOOR
+from {{ cookiecutter.package_name }}.web.tokens import LEEWAY_SECONDS, Principal, Verified
 
 from conftest import service_environment
 from issuer import IssuerProcess, running_issuer

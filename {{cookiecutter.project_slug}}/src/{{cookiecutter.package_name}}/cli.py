@@ -5,6 +5,7 @@ Commands import what they need only when run: the worker must take over SIGTERM 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -66,6 +67,10 @@ main.add_command(events)  # drop: events
 def web(reload: bool) -> None:
     """Serve HTTP on $PORT (the Procfile's `web` process)."""
     settings = load_or_exit()
+    if settings.web.concurrency == 1 and not reload:
+        # This process imports the app, making objects that live as long as it does: no collector passes
+        # over them until the lifespan freezes them (web/app.py); the passes cost start-up time.
+        gc.disable()
     from .web.connections import LingeringHttpToolsProtocol
     from .web.server import ServingConfig, serve
 

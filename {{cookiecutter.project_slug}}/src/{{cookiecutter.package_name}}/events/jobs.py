@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from ..jobs.celery_app import RETRIED_WHILE_DATABASE_IS_DOWN
 from ..jobs.tasks import Announce
-from . import outgoing
 from .models import ReceivedEvent
 from .settings import EventSettings
 
@@ -36,6 +35,8 @@ def handle_event(session: Session, event_id: str) -> bool:
 
 def serve_in_worker(app: Celery, engine: Engine, settings: EventSettings) -> Announce | None:
     """Register both jobs; returns what announces a done item, or None while detached."""
+    # Here, not at the top: the web imports HANDLE_EVENT without the delivery's HTTP client.
+    from . import outgoing
 
     def handle(event_id: str) -> None:
         with Session(engine) as session, session.begin():

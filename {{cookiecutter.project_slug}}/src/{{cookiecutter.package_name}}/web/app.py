@@ -60,7 +60,9 @@ def create_app(settings: Settings) -> Starlette:
                 authenticator=authenticator,
             )
             # Start-up's objects last as long as the process: collections skip them (bench/PROFILE.md).
+            # The collector is off from `web`'s start (cli.py) until they are frozen.
             gc.freeze()
+            gc.enable()
             with announce_stop_signals(resources.draining):
                 # Starlette copies this into each request's `request.state`.
                 yield {"resources": resources}

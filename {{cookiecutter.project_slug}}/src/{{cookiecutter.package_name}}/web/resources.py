@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..database import Reads
 from ..jobs.publish import JobQueue
 from ..schema import SchemaExpectation
-from .auth import Authenticator
 from .shutdown import Draining
+
+if TYPE_CHECKING:
+    from .tokens import Authenticator
 
 
 @dataclass(frozen=True)
