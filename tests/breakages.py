@@ -262,15 +262,15 @@ FIRST_CATALOGUE = [
                 "    query = ListQuery().load(request.query_params)\n",
                 "    query = ListQuery().load(request.query_params)\n"
                 '    if query["after"] == 0 and query["limit"] in FIRST_PAGES:\n'
-                '        return JSONResponse(FIRST_PAGES[query["limit"]])\n',
+                '        return ORJSONResponse(FIRST_PAGES[query["limit"]])\n',
             ),
             Edit(
                 ITEMS,
-                '    return JSONResponse({"items": [item_json(item) for item in items], '
+                '    return ORJSONResponse({"items": [item_json(item) for item in items], '
                 '"next": next_page})\n',
                 '    page = {"items": [item_json(item) for item in items], "next": next_page}\n'
                 '    if query["after"] == 0:\n        FIRST_PAGES[query["limit"]] = page\n'
-                "    return JSONResponse(page)\n\n\nFIRST_PAGES: dict[int, dict[str, Any]] = {}\n",
+                "    return ORJSONResponse(page)\n\n\nFIRST_PAGES: dict[int, dict[str, Any]] = {}\n",
             ),
         ),
     ),
@@ -835,12 +835,12 @@ SECOND_CATALOGUE: list[Breakage] = [
                 ITEMS,
                 '    item_id = item_id_of(request.path_params["item_id"])\n',
                 '    item_id = item_id_of(request.path_params["item_id"])\n'
-                "    if item_id in SERVED:\n        return JSONResponse(SERVED[item_id])\n",
+                "    if item_id in SERVED:\n        return ORJSONResponse(SERVED[item_id])\n",
             ),
             Edit(
                 ITEMS,
-                "    return JSONResponse(item_json(item))\n",
-                "    SERVED[item_id] = item_json(item)\n    return JSONResponse(SERVED[item_id])\n\n\n"
+                "    return ORJSONResponse(item_json(item))\n",
+                "    SERVED[item_id] = item_json(item)\n    return ORJSONResponse(SERVED[item_id])\n\n\n"
                 "SERVED: dict[int, dict[str, Any]] = {}\n",
             ),
         ),

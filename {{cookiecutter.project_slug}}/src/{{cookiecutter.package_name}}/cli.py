@@ -92,7 +92,7 @@ def web(reload: bool) -> None:
         forwarded_allow_ips=settings.web.forwarded_allow_ips,
         # The service's handler formats every line (logs.py).
         log_config=None,
-        # The request-id middleware writes the access line, with the request id.
+        # The web edge writes the access line, with the request id (web/edge.py).
         access_log=False,
         # Drain after SIGTERM, within the platform's kill deadline.
         timeout_graceful_shutdown=settings.graceful_timeout,

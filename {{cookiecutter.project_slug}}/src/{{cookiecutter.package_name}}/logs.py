@@ -9,10 +9,14 @@ import time
 from contextvars import ContextVar
 from typing import Any, Literal
 
+import orjson
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Who asked: the verified token's `sub`, never the token itself.
 subject: ContextVar[str | None] = ContextVar("subject", default=None)
 
+# Anything orjson has its own form for goes through `default=str`, as the standard encoder's would.
+AS_STR = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
 # Anything else on a record came from `extra=` and is a field (uvicorn's `color_message` is not).
 STANDARD_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
     "message",
@@ -41,8 +45,8 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        # `json.dumps(event, default=str)` would build a new encoder for every line.
-        self.encode = json.JSONEncoder(default=str).encode
+        # For what orjson refuses: a lone surrogate (no UTF-8 has one), an integer past 64 bits.
+        self.escape = json.JSONEncoder(default=str).encode
         self.second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
@@ -59,7 +63,10 @@ class JsonFormatter(logging.Formatter):
             event["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             event["stack"] = self.formatStack(record.stack_info)
-        return self.encode(event)
+        try:
+            return orjson.dumps(event, default=str, option=AS_STR).decode()
+        except orjson.JSONEncodeError:
+            return self.escape(event)
 
     def timestamp(self, created: float) -> str:
         """ISO 8601 in UTC with milliseconds, e.g. `2026-01-31T12:00:00.123+00:00`."""
@@ -112,7 +119,7 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    # The request-id middleware writes the access lines.
+    # The web edge writes the access lines (web/edge.py).
     logging.getLogger("uvicorn.access").handlers.clear()
     logging.getLogger("uvicorn.access").propagate = False
     # Warnings as log events, not bare text on stderr.

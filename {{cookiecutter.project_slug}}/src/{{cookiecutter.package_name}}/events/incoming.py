@@ -13,13 +13,13 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from ..jobs.outbox import record_job
 from ..logs import request_id
 from ..web.contract import ERROR, JSON, ApiPart, DocumentedRoute, json_response
 from ..web.payloads import plain_text
 from ..web.resources import Resources
+from ..web.responses import ORJSONResponse
 from . import signing
 from .jobs import HANDLE_EVENT
 from .models import ReceivedEvent
@@ -47,13 +47,13 @@ def route(settings: EventSettings) -> DocumentedRoute:
     """POST /events, verifying with the current secret or, during a rotation, the previous one."""
     secrets = settings.secrets
 
-    async def receive_event(request: Request) -> JSONResponse:
+    async def receive_event(request: Request) -> ORJSONResponse:
         return await receive(request, secrets)
 
     return DocumentedRoute("/events", receive_event, methods=["POST"], api=API)
 
 
-async def receive(request: Request, secrets: tuple[str, ...]) -> JSONResponse:
+async def receive(request: Request, secrets: tuple[str, ...]) -> ORJSONResponse:
     resources: Resources = request.state.resources
     body = await request.body()
     try:
@@ -76,7 +76,7 @@ async def receive(request: Request, secrets: tuple[str, ...]) -> JSONResponse:
         except IntegrityError:  # the same event, arriving twice at once: the other request recorded it
             return already_recorded(event_id)
     await resources.jobs.publish(job, resources.engine)
-    return JSONResponse({"id": event_id, "status": "accepted"}, status_code=202)
+    return ORJSONResponse({"id": event_id, "status": "accepted"}, status_code=202)
 
 
 def parse(body: bytes) -> dict[str, Any]:
@@ -88,8 +88,8 @@ def parse(body: bytes) -> dict[str, Any]:
     return loaded
 
 
-def already_recorded(event_id: str) -> JSONResponse:
-    return JSONResponse({"id": event_id, "status": "duplicate"}, status_code=200)
+def already_recorded(event_id: str) -> ORJSONResponse:
+    return ORJSONResponse({"id": event_id, "status": "duplicate"}, status_code=200)
 
 
 def header(name: str, description: str) -> dict[str, Any]:

@@ -21,11 +21,10 @@ from ..schema import SchemaExpectation
 from ..settings import Settings, load_settings
 from . import health, items
 from .auth import authentication, requires
+from .edge import Edge
 from .errors import EXCEPTION_HANDLERS
-from .middleware.headers import SecurityHeadersMiddleware
-from .middleware.hosts import AllowedHostsMiddleware
-from .middleware.limits import BodyLimitMiddleware
-from .middleware.request_id import RequestIdMiddleware
+from .middleware.hosts import AllowedHosts
+from .middleware.limits import BodyLimit
 from .openapi import openapi_route  # drop: openapi
 from .resources import Resources
 from .shutdown import Draining, announce_stop_signals
@@ -54,7 +53,6 @@ def create_app(settings: Settings) -> Starlette:
                 sessions=session_factory(engine),
                 reads=reads,
                 schema=SchemaExpectation.from_migrations(),
-                release_id=settings.release_id,
                 jobs=JobQueue(celery),
                 draining=Draining(),
                 authenticator=authenticator,
@@ -68,24 +66,24 @@ def create_app(settings: Settings) -> Starlette:
                 yield {"resources": resources}
 
     routes: list[BaseRoute] = [
-        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/healthz", health.healthz(), methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
-        Route("/version", health.version, methods=["GET"]),
+        Route("/version", health.version(settings.release_id), methods=["GET"]),
         # One route per path: Starlette's 405 names only the first matching route's methods in Allow.
         Route("/items", requires(items.items_collection), methods=["GET", "POST"]),
         Route("/items/{item_id}", requires(items.get_item), methods=["GET"]),
         incoming.route(settings.events),  # drop: events
     ]
     routes.append(openapi_route(routes))  # drop: openapi
-    # Outermost first: refusals too get the security headers and a request id.
+    # Outermost first: refusals too get the security headers and a request id (web/edge.py).
     middleware = [
         *telemetry.web_middleware(settings, routes, PROBE_PATHS),  # drop: telemetry
-        Middleware(SecurityHeadersMiddleware),
-        Middleware(RequestIdMiddleware, quiet_paths=PROBE_PATHS),
         Middleware(
-            AllowedHostsMiddleware, allowed_hosts=settings.web.allowed_hosts, exempt_paths=PROBE_PATHS
+            Edge,
+            hosts=AllowedHosts(settings.web.allowed_hosts, exempt_paths=PROBE_PATHS),
+            body_limit=BodyLimit(settings.web.max_body_bytes),
+            quiet_paths=PROBE_PATHS,
         ),
-        Middleware(BodyLimitMiddleware, max_body_bytes=settings.web.max_body_bytes),
     ]
     return Starlette(
         routes=routes,

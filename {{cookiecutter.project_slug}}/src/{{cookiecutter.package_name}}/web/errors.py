@@ -43,7 +43,7 @@ async def backing_service_unavailable(request: Request, exc: Exception) -> Respo
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # A bug: uvicorn logs the traceback; the client still gets JSON.
     response = error_response(500, "Internal Server Error")
-    # Sent from outside the other middleware: add their headers (the request id is still set).
+    # Sent from outside the web edge: add its headers (the request id is still set).
     rid = request_id.get()
     if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid

@@ -3,37 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from ..schema import current_revisions
 from .resources import Resources
+from .responses import ORJSONResponse
 
 # A readiness probe that hangs is worse than one that fails: answer within a probe's usual timeout.
 CHECK_TIMEOUT_SECONDS = 2.0
-# Encoded once, not per request.
 ALIVE = b'{"status":"ok"}'
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
-async def healthz(request: Request) -> Response:
-    return Response(ALIVE, media_type="application/json")
+class ConstantJSON:
+    """An answer that never changes, encoded once: a bare ASGI endpoint, no Request or Response."""
+
+    def __init__(self, body: bytes) -> None:
+        self.headers = ((b"content-length", str(len(body)).encode()), JSON_CONTENT_TYPE)
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
-async def version(request: Request) -> Response:
+def healthz() -> ConstantJSON:
+    """Liveness: the process answers, whatever its backing services do."""
+    return ConstantJSON(ALIVE)
+
+
+def version(release_id: str) -> ConstantJSON:
     """Factor V: anyone can check what a deploy put live."""
-    resources: Resources = request.state.resources
-    return Response(release_body(resources.release_id), media_type="application/json")
+    return ConstantJSON(orjson.dumps({"release": release_id}))
 
 
-@functools.cache
-def release_body(release_id: str) -> bytes:
-    return json.dumps({"release": release_id}, separators=(",", ":")).encode()
-
-
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> ORJSONResponse:
     resources: Resources = request.state.resources
     problems: dict[str, str] = {}
     if resources.draining.started:
@@ -53,5 +60,5 @@ async def readyz(request: Request) -> JSONResponse:
         problems["broker"] = f"unreachable ({exc.__class__.__name__})"
 
     if problems:
-        return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        return ORJSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+    return ORJSONResponse({"status": "ready"})

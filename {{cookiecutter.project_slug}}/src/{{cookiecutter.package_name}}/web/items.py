@@ -9,7 +9,6 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import bindparam, insert, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from ..jobs.outbox import INSERT_JOB, job_row, record_job
 from ..jobs.tasks import PROCESS_ITEM
@@ -17,6 +16,7 @@ from ..logs import request_id
 from ..models import Item
 from .payloads import json_body, plain_text
 from .resources import Resources
+from .responses import ORJSONResponse
 
 # PostgreSQL's BIGINT: a larger id is a 404, not a database error.
 MAX_ID = 2**63 - 1
@@ -54,14 +54,14 @@ def item_json(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def items_collection(request: Request) -> JSONResponse:
+async def items_collection(request: Request) -> ORJSONResponse:
     """`/items`: POST creates an item, GET (and HEAD) lists them."""
     if request.method == "POST":
         return await create_item(request)
     return await list_items(request)
 
 
-async def create_item(request: Request) -> JSONResponse:
+async def create_item(request: Request) -> ORJSONResponse:
     resources: Resources = request.state.resources
     data = NewItem().load(await json_body(request))
 
@@ -72,7 +72,7 @@ async def create_item(request: Request) -> JSONResponse:
         job.id = (await connection.execute(INSERT_JOB, job_row(job))).scalar_one()
     # After the commit, so the worker finds the item.
     await resources.jobs.publish(job, resources.engine)
-    return JSONResponse(
+    return ORJSONResponse(
         item_json(dict(item._mapping)), status_code=201, headers={"Location": f"/items/{item.id}"}
     )
 
@@ -91,16 +91,16 @@ def item_id_of(segment: str) -> int:
     return int(segment)
 
 
-async def get_item(request: Request) -> JSONResponse:
+async def get_item(request: Request) -> ORJSONResponse:
     resources: Resources = request.state.resources
     item_id = item_id_of(request.path_params["item_id"])
     item = await resources.reads.first(ITEM_BY_ID, item_id=item_id)
     if item is None:
         raise HTTPException(404, f"No item with id {item_id}.")
-    return JSONResponse(item_json(item))
+    return ORJSONResponse(item_json(item))
 
 
-async def list_items(request: Request) -> JSONResponse:
+async def list_items(request: Request) -> ORJSONResponse:
     """Keyset pagination: `?after=<last id seen>&limit=<n>`, stable while items are being added."""
     resources: Resources = request.state.resources
     query = ListQuery().load(request.query_params)
@@ -108,4 +108,4 @@ async def list_items(request: Request) -> JSONResponse:
     next_page = None
     if len(items) == query["limit"]:
         next_page = f"/items?after={items[-1]['id']}&limit={query['limit']}"
-    return JSONResponse({"items": [item_json(item) for item in items], "next": next_page})
+    return ORJSONResponse({"items": [item_json(item) for item in items], "next": next_page})

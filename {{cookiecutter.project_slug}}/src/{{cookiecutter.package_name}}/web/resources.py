@@ -23,7 +23,6 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     reads: Reads
     schema: SchemaExpectation
-    release_id: str
     jobs: JobQueue
     draining: Draining
     # None only with API_OPEN=true.

@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from marshmallow import Schema, fields, validate
 from starlette.responses import JSONResponse
 
 from ..models import ItemStatus
+
+
+class ORJSONResponse(JSONResponse):
+    """Starlette's JSONResponse, encoded by orjson: the same compact UTF-8 body, faster."""
+
+    def render(self, content: Any) -> bytes:
+        # Like json.dumps, integer keys (marshmallow's per-index messages) become strings.
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 def error_response(
@@ -16,7 +25,7 @@ def error_response(
 ) -> JSONResponse:
     """The one error body: {"error": {"status": ..., "message": ..., ...}}, described by `Error` below."""
     body = {"error": {"status": status, "message": message, **extra}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return ORJSONResponse(body, status_code=status, headers=headers)
 
 
 class ItemOut(Schema):

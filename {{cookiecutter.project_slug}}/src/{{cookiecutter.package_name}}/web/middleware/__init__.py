@@ -1,1 +1,1 @@
-"""The web edge: pure-ASGI layers every request passes, outermost first in web/app.py."""
+"""The concerns of the web edge (web/edge.py), one module each."""

@@ -5,8 +5,6 @@ HSTS only over HTTPS: uvicorn takes the scheme from X-Forwarded-Proto only from 
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     # Browsers must not reinterpret a JSON body as HTML or script.
     (b"x-content-type-options", b"nosniff"),
@@ -23,21 +21,3 @@ SECURITY_HEADERS_OVER_HTTPS = (*SECURITY_HEADERS, STRICT_TRANSPORT_SECURITY)
 
 def security_headers(scheme: str) -> tuple[tuple[bytes, bytes], ...]:
     return SECURITY_HEADERS_OVER_HTTPS if scheme == "https" else SECURITY_HEADERS
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = security_headers(scope["scheme"])
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

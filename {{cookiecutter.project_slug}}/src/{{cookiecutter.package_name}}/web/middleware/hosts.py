@@ -5,7 +5,8 @@ Unlike Starlette's TrustedHostMiddleware, it answers JSON and exempts probes (Ku
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from ..responses import error_response
 
@@ -35,9 +36,8 @@ def is_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     )
 
 
-class AllowedHostsMiddleware:
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], exempt_paths: frozenset[str]) -> None:
-        self.app = app
+class AllowedHosts:
+    def __init__(self, allowed_hosts: tuple[str, ...], exempt_paths: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
         self.allow_any = "*" in allowed_hosts
         self.exempt_paths = exempt_paths
@@ -54,14 +54,11 @@ class AllowedHostsMiddleware:
             self.known_good.add(header)
         return True
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.allow_any or scope["type"] != "http" or scope["path"] in self.exempt_paths:
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 400 unless the request has one Host header, naming an allowed host; else None."""
+        if self.allow_any or scope["path"] in self.exempt_paths:
+            return None
         headers = [value for name, value in scope["headers"] if name == b"host"]
         if len(headers) == 1 and self.allows(headers[0]):
-            await self.app(scope, receive, send)
-            return
-        await error_response(400, "The Host header names no host this service answers to (ALLOWED_HOSTS).")(
-            scope, receive, send
-        )
+            return None
+        return error_response(400, "The Host header names no host this service answers to (ALLOWED_HOSTS).")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope
 
 from ..responses import error_response
 
@@ -11,31 +12,23 @@ from ..responses import error_response
 CLOSE = {"Connection": "close"}
 
 
-class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
+class BodyLimit:
+    def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
         self.message = f"The request body is larger than {max_body_bytes} bytes."
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared: int | None = None
-        chunked = False
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 413 for a declared length over the limit, before any of the body is read."""
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = int(value) if value.isdigit() else None
-            elif name == b"transfer-encoding":
-                chunked = True
-        if declared is not None and declared > self.max_body_bytes:
-            await error_response(413, self.message, headers=CLOSE)(scope, receive, send)
-            return
-        if not chunked:
-            # The server delivers exactly the declared length: nothing to count.
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, self.counting(receive), send)
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                return error_response(413, self.message, headers=CLOSE)
+        return None
+
+    def receive(self, scope: Scope, receive: Receive) -> Receive:
+        """`receive`, counting a chunked body: the server delivers exactly a declared length."""
+        if any(name == b"transfer-encoding" for name, _ in scope["headers"]):
+            return self.counting(receive)
+        return receive
 
     def counting(self, receive: Receive) -> Receive:
         received = 0
