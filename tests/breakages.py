@@ -387,9 +387,8 @@ FIRST_CATALOGUE = [
         (
             Edit(
                 ITEMS,
-                "    await resources.jobs.publish(job, resources.engine)\n",
-                "    await resources.jobs.publish(job, resources.engine)\n"
-                '    print(f"created item {item.id}")\n',
+                "    await resources.jobs.publish(job)\n",
+                '    await resources.jobs.publish(job)\n    print(f"created item {item.id}")\n',
             ),
         ),
     ),
@@ -729,8 +728,8 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "from sqlalchemy import Engine\n",
-                "from sqlalchemy import URL, Engine, create_engine, text\n",
+                "from sqlalchemy import Connection, Engine\n",
+                "from sqlalchemy import URL, Connection, Engine, create_engine, text\n",
             ),
             Edit(
                 WORKER,
@@ -753,7 +752,11 @@ SECOND_CATALOGUE: list[Breakage] = [
         "test",
         "test_factor_05_no_long_running_process_changes_the_schema",
         (
-            Edit(WORKER, "from ..models import OutboxJob\n", "from ..models import Base, OutboxJob\n"),
+            Edit(
+                WORKER,
+                "from ..models import Item, OutboxJob\n",
+                "from ..models import Base, Item, OutboxJob\n",
+            ),
             Edit(
                 WORKER,
                 "    register_jobs(\n",
@@ -770,8 +773,8 @@ SECOND_CATALOGUE: list[Breakage] = [
         (
             Edit(
                 WORKER,
-                "from ..models import OutboxJob\n",
-                "from ..models import OutboxJob\nfrom ..schema import upgrade_to_head\n",
+                "from ..models import Item, OutboxJob\n",
+                "from ..models import Item, OutboxJob\nfrom ..schema import upgrade_to_head\n",
             ),
             Edit(
                 WORKER,

@@ -62,8 +62,8 @@ def attached(settings: Settings, url: str, **changes: Any) -> EventSettings:
 def done_item_with_event(engine: Engine) -> str:
     """An item processed with events attached; returns its event's id."""
     [item_id] = add_items(engine, 1)
-    with Session(engine) as session, session.begin():
-        assert process_item(session, item_id, announce=events.record_item_done)
+    with engine.begin() as connection:
+        assert process_item(connection, item_id, announce=events.record_item_done)
     with Session(engine) as session:
         return session.scalars(select(EventDelivery.id)).one()
 
@@ -83,10 +83,10 @@ def delivery_jobs(engine: Engine) -> list[OutboxJob]:
 
 def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(engine: Engine) -> None:
     [item_id] = add_items(engine, 1)
-    with Session(engine) as session:
-        session.begin()
-        process_item(session, item_id, announce=events.record_item_done)
-        session.rollback()  # the item's transaction fails: no event either
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        process_item(connection, item_id, announce=events.record_item_done)
+        transaction.rollback()  # the item's transaction fails: no event either
     assert delivery_jobs(engine) == []
 
     event_id = done_item_with_event(engine)
@@ -100,8 +100,8 @@ def test_item_done_records_its_event_and_delivery_job_in_the_same_transaction(en
 
 def test_a_detached_service_records_no_event(engine: Engine) -> None:
     [item_id] = add_items(engine, 1)
-    with Session(engine) as session, session.begin():
-        assert process_item(session, item_id, announce=None)
+    with engine.begin() as connection:
+        assert process_item(connection, item_id, announce=None)
 
     assert delivery_jobs(engine) == []
     with Session(engine) as session:

@@ -13,6 +13,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 from celery import signals
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from {{ cookiecutter.package_name }}.events import jobs as events  # drop: events
+from {{ cookiecutter.package_name }}.jobs import publish
 from {{ cookiecutter.package_name }}.jobs.celery_app import (
     REQUEST_ID_HEADER,
     broker_tls,
@@ -58,11 +60,13 @@ JOBS_LOGGER = "{{ cookiecutter.package_name }}.jobs.publish"
 OBSERVER = "test-observe-publish"
 # Seconds a second transaction is given to show it is waiting for the first one's row locks.
 BLOCKED_FOR = 0.5
+# The web deletes published jobs' outbox rows in batches: far inside the relay's grace (outbox.py).
+DELETED_WITHIN = 2.0
 
 
-def in_transaction(engine: Engine, work: Callable[[Session], Any]) -> Any:
-    with Session(engine) as session, session.begin():
-        return work(session)
+def in_transaction(engine: Engine, work: Callable[[Connection], Any]) -> Any:
+    with engine.begin() as connection:
+        return work(connection)
 
 
 def run_in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -83,7 +87,7 @@ def run_in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]
 def test_process_item_marks_it_done_with_the_sha256_of_its_name(engine: Engine) -> None:
     (item_id,) = add_items(engine, 1)
 
-    assert in_transaction(engine, lambda session: process_item(session, item_id)) is True
+    assert in_transaction(engine, lambda connection: process_item(connection, item_id)) is True
 
     item = get_item(engine, item_id)
     assert item.status is ItemStatus.DONE
@@ -92,10 +96,10 @@ def test_process_item_marks_it_done_with_the_sha256_of_its_name(engine: Engine) 
 
 def test_process_item_twice_is_harmless(engine: Engine) -> None:
     (item_id,) = add_items(engine, 1)
-    in_transaction(engine, lambda session: process_item(session, item_id))
+    in_transaction(engine, lambda connection: process_item(connection, item_id))
     first = get_item(engine, item_id)
 
-    assert in_transaction(engine, lambda session: process_item(session, item_id)) is False
+    assert in_transaction(engine, lambda connection: process_item(connection, item_id)) is False
 
     second = get_item(engine, item_id)
     assert second.status is ItemStatus.DONE
@@ -103,12 +107,12 @@ def test_process_item_twice_is_harmless(engine: Engine) -> None:
 
 
 def test_process_item_of_an_unknown_id_returns_false(engine: Engine) -> None:
-    assert in_transaction(engine, lambda session: process_item(session, 12345)) is False
+    assert in_transaction(engine, lambda connection: process_item(connection, 12345)) is False
 
 
 def test_two_deliveries_of_one_job_at_once_take_turns_and_the_second_finds_it_done(engine: Engine) -> None:
     (item_id,) = add_items(engine, 1)
-    with Session(engine) as first, first.begin():
+    with engine.begin() as first:
         assert process_item(first, item_id) is True  # holds the row lock until this transaction ends
         second, results = run_in_thread(lambda: in_transaction(engine, lambda s: process_item(s, item_id)))
         second.join(BLOCKED_FOR)
@@ -155,11 +159,39 @@ def test_create_item_records_its_job_in_the_outbox_and_deletes_it_once_the_broke
     finally:
         signals.before_task_publish.disconnect(dispatch_uid=OBSERVER)
 
-    # Committed with its item, before the publish; gone after it.
+    # Committed with its item, before the publish; gone soon after it, long before the relay would look.
     assert seen_at_publish == [[(PROCESS_ITEM, [created.json()["id"]])]]
+    assert outbox_emptied_within(engine, DELETED_WITHIN)
+    assert len(queued_messages(redis_url)) == 1
+
+
+def test_a_stopping_web_deletes_the_outbox_rows_of_the_jobs_it_published(
+    settings: Settings, engine: Engine, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    # Batches wait longer than the test: only the shutdown deletes them.
+    monkeypatch.setattr(publish, "DELETE_DELAY_SECONDS", 3600.0)
+    with TestClient(create_app(settings)) as client:
+        for number in range(3):
+            assert client.post("/items", json={"name": f"published {number}"}).status_code == 201
+        with Session(engine) as session:
+            assert len(pending_jobs(session)) == 3
+
     with Session(engine) as session:
         assert pending_jobs(session) == []
-    assert len(queued_messages(redis_url)) == 1
+    assert len(queued_messages(redis_url)) == 3
+
+
+def outbox_emptied_within(engine: Engine, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        with Session(engine) as session:
+            if pending_jobs(session) == []:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def test_job_is_published_only_after_its_item_is_committed(client: TestClient, engine: Engine) -> None:

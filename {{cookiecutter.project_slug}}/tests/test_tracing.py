@@ -105,6 +105,36 @@ def test_one_post_is_one_trace_covering_request_sql_publish_job_and_job_sql_sent
     assert HEX_TRACE_ID.fullmatch(request.trace_id)
 
 
+def test_a_read_continues_the_callers_trace_with_a_span_for_its_statement(
+    traced_env: dict[str, str], otlp: OtlpReceiver, tmp_path: Path
+) -> None:
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with running_web(traced_env, tmp_path) as web:
+        created = httpx2.post(f"{web.base_url}/items", json={"name": "read"}, timeout=JOB_TIMEOUT)
+        assert created.status_code == 201, created.text
+        read = httpx2.get(
+            f"{web.base_url}{created.headers['location']}",
+            headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"},
+            timeout=JOB_TIMEOUT,
+        )
+        assert read.status_code == 200, read.text
+        assert httpx2.get(f"{web.base_url}/healthz", timeout=JOB_TIMEOUT).status_code == 200
+        assert web.stop(STOP_TIMEOUT) == -signal.SIGTERM
+
+    spans = otlp.spans()
+    (request,) = [span for span in spans if span.name == "GET /items/{item_id}"]
+    (statement,) = [span for span in spans if span.parent_id == request.span_id]
+    assert request.kind == "SPAN_KIND_SERVER"
+    assert (request.trace_id, request.parent_id) == (caller_trace, caller_span)
+    assert request.attributes["http.route"] == "/items/{item_id}"
+    assert request.attributes["http.response.status_code"] == 200
+    assert statement.kind == "SPAN_KIND_CLIENT"
+    assert statement.name.startswith("SELECT")
+    assert "FROM items" in statement.attributes["db.statement"]
+    # Probes are untraced.
+    assert not [span for span in spans if "healthz" in span.name or "healthz" in str(span.attributes)]
+
+
 def span_tree(spans: list[ReceivedSpan]) -> str:
     """Indented span names, children under parents, with kind and instrumentation scope."""
     children: dict[str, list[ReceivedSpan]] = {}

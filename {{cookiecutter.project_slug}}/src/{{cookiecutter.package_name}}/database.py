@@ -6,8 +6,8 @@ Platforms hand out `postgres://` URLs; SQLAlchemy wants a driver in the scheme, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,8 @@ COMPILED_READS = 64
 DRIVER_OUTAGES = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # The protocol's state, when the server ended the connection mid-read.
+    asyncpg.InternalClientError,
     # Shutdown, restart, cancelled statement.
     asyncpg.exceptions.OperatorInterventionError,
     OSError,
@@ -99,6 +101,15 @@ def create_async_database_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+# Wraps each read, given its SQL: how tracing sees reads off SQLAlchemy's events.
+StatementObserver = Callable[[str], AbstractContextManager[object]]
+UNOBSERVED = nullcontext()
+
+
+def unobserved(sql: str) -> AbstractContextManager[object]:
+    return UNOBSERVED
+
+
 class Reads:
     """The web's one-statement reads: AUTOCOMMIT (no BEGIN, no ROLLBACK), read-only, in turns.
 
@@ -113,6 +124,7 @@ class Reads:
         self.on_asyncpg = _explicit_driver(url) == ASYNC_POSTGRES_DRIVER
         # Statements are built once, at import: a handful, compiled on first use.
         self.compiled_reads: dict[Select[Any], CompiledRead] = {}
+        self.observe: StatementObserver = unobserved
         if url.get_backend_name() == "sqlite":
             self.engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
             return
@@ -152,24 +164,33 @@ class Reads:
     ) -> Sequence[Mapping[str, Any]]:
         """On asyncpg, SQLAlchemy's compiled SQL runs on the pooled driver connection: SQLAlchemy's
         execution path is a third of a read's CPU time (bench/PROFILE.md). While something listens to
-        statement events (tracing), and on other drivers, SQLAlchemy executes it, so they see it."""
+        statement events, and on other drivers, SQLAlchemy executes it, so they see it. Either way
+        `observe` wraps it."""
+        compiled = self.compiled(statement)
         async with self.connect() as connection:
-            if not self.on_asyncpg or self.engine.sync_engine.dispatch.before_cursor_execute:
-                result = (await connection.execute(statement, params)).mappings()
-                return [dict(row) for row in (result.fetchmany(1) if limit_one else result.all())]
-            sql, arguments = self.compiled(statement).bind(params)
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None  # a pooled connection, checked out
-            try:
-                if limit_one:
-                    row = await driver.fetchrow(sql, *arguments)
-                    return [] if row is None else [row]
-                rows: Sequence[Mapping[str, Any]] = await driver.fetch(sql, *arguments)
-                return rows
-            except DRIVER_OUTAGES as exc:
-                # The connection is suspect: the pool replaces it, and the error handlers answer 503.
-                await connection.invalidate()
-                raise OperationalError(sql, arguments, exc) from exc
+            with self.observe(compiled.sql):
+                if not self.on_asyncpg or self.engine.sync_engine.dispatch.before_cursor_execute:
+                    result = (await connection.execute(statement, params)).mappings()
+                    return [dict(row) for row in (result.fetchmany(1) if limit_one else result.all())]
+                return await self.fetch_on_driver(connection, compiled, params, limit_one=limit_one)
+
+    @staticmethod
+    async def fetch_on_driver(
+        connection: AsyncConnection, compiled: CompiledRead, params: dict[str, Any], *, limit_one: bool
+    ) -> Sequence[Mapping[str, Any]]:
+        sql, arguments = compiled.bind(params)
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a pooled connection, checked out
+        try:
+            if limit_one:
+                row = await driver.fetchrow(sql, *arguments)
+                return [] if row is None else [row]
+            rows: Sequence[Mapping[str, Any]] = await driver.fetch(sql, *arguments)
+            return rows
+        except DRIVER_OUTAGES as exc:
+            # The connection is suspect: the pool replaces it, and the error handlers answer 503.
+            await connection.invalidate()
+            raise OperationalError(sql, arguments, exc) from exc
 
     def compiled(self, statement: Select[Any]) -> CompiledRead:
         known = self.compiled_reads.get(statement)

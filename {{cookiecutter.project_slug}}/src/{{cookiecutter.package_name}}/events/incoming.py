@@ -75,7 +75,7 @@ async def receive(request: Request, secrets: tuple[str, ...]) -> ORJSONResponse:
             await session.commit()
         except IntegrityError:  # the same event, arriving twice at once: the other request recorded it
             return already_recorded(event_id)
-    await resources.jobs.publish(job, resources.engine)
+    await resources.jobs.publish(job)
     return ORJSONResponse({"id": event_id, "status": "accepted"}, status_code=202)
 
 

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..jobs import outbox
@@ -41,13 +41,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def record_item_done(session: Session, item: Item) -> OutboxJob:
-    """The event and its delivery job, in `session`'s transaction."""
+def record_item_done(connection: Connection, item: Item) -> OutboxJob:
+    """The event and its delivery job, in `connection`'s transaction."""
     data = {"id": item.id, "name": item.name, "status": item.status.value, "digest": item.digest}
-    event = EventDelivery(id=str(uuid.uuid4()), type=ITEM_DONE, data=data, attempts=0)
-    session.add(event)
-    job = outbox.record_job(DELIVER_EVENT, [event.id], None)
-    session.add(job)
+    event_id = str(uuid.uuid4())
+    connection.execute(insert(EventDelivery).values(id=event_id, type=ITEM_DONE, data=data, attempts=0))
+    job = outbox.record_job(DELIVER_EVENT, [event_id], None)
+    job.id = connection.execute(outbox.INSERT_JOB, outbox.job_row(job)).scalar_one()
     return job
 
 

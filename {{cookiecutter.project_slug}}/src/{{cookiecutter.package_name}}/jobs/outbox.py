@@ -10,7 +10,18 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Delete, Update, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    ScalarSelect,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..models import OutboxJob
@@ -41,6 +52,22 @@ def record_job(
 INSERT_JOB = insert(OutboxJob).returning(OutboxJob.id)
 
 
+def job_inserted_with(argument: ColumnElement[Any]) -> ScalarSelect[Any]:
+    """The id of a job inserted in the same statement as its change (PostgreSQL): `argument`, a column
+    of the change's INSERT ... RETURNING in a WITH clause, is its one argument. Execute with job_row()."""
+    jobs = OutboxJob.__table__.c
+    row = select(
+        bindparam("task", type_=jobs.task.type),
+        func.json_build_array(argument),
+        bindparam("request_id", type_=jobs.request_id.type),
+        bindparam("attempts", type_=jobs.attempts.type),
+        bindparam("due_at", type_=jobs.due_at.type),
+    )
+    columns = ["task", "args", "request_id", "attempts", "due_at"]
+    inserted = insert(OutboxJob).from_select(columns, row).returning(OutboxJob.id).cte("new_job")
+    return select(inserted.c.id).scalar_subquery()
+
+
 def job_row(job: OutboxJob) -> dict[str, Any]:
     return {
         "task": job.task,
@@ -56,8 +83,8 @@ def retry_delay(attempts: int) -> timedelta:
     return min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * (1 << min(attempts - 1, 30)))
 
 
-def published(job_id: int) -> Delete:
-    return delete(OutboxJob).where(OutboxJob.id == job_id)
+def published(job_ids: Sequence[int]) -> Delete:
+    return delete(OutboxJob).where(OutboxJob.id.in_(job_ids))
 
 
 def publish_failed(job_id: int) -> Update:

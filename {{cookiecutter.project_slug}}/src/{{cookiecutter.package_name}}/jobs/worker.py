@@ -15,14 +15,13 @@ import billiard.pool
 import celery.apps.worker
 import celery.worker.state
 from celery import Celery, signals
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine
 
 from .. import telemetry  # drop: telemetry
 from ..database import create_sync_database_engine
 from ..events import jobs as events  # drop: events
 from ..logs import configure_logging
-from ..models import OutboxJob
+from ..models import Item, OutboxJob
 from ..settings import Settings
 from . import tasks
 from .celery_app import (
@@ -49,19 +48,31 @@ def register_jobs(app: Celery, engine: Engine, announce: Announce | None = None)
     """Bind jobs/tasks.py to message names; `announce` records that an item is done (events, when on)."""
 
     def process_item(item_id: int) -> None:
-        with Session(engine, expire_on_commit=False) as session:
-            with session.begin():
-                done = tasks.process_item(session, item_id, announce)
-                recorded = [row for row in session.new if isinstance(row, OutboxJob)]
-            for job in recorded:
-                recording = publish_recorded(app, job)
-                # If this fails, the relay takes the row over later.
-                with session.begin():
-                    session.execute(recording)
+        recorded: list[OutboxJob] = []
+        with engine.begin() as connection:
+            done = tasks.process_item(
+                connection, item_id, None if announce is None else kept(announce, recorded)
+            )
+        for job in recorded:
+            recording = publish_recorded(app, job)
+            # If this fails, the relay takes the row over later.
+            with engine.begin() as connection:
+                connection.execute(recording)
         outcome = "done" if done else "already done, or gone"
         logger.info("Item %d: %s", item_id, outcome, extra={"item_id": item_id})
 
     app.task(name=tasks.PROCESS_ITEM, **RETRIED_WHILE_DATABASE_IS_DOWN)(process_item)
+
+
+def kept(announce: Announce, recorded: list[OutboxJob]) -> Announce:
+    """`announce`, keeping the jobs it records, to publish them after the commit."""
+
+    def announce_and_keep(connection: Connection, item: Item) -> OutboxJob:
+        job = announce(connection, item)
+        recorded.append(job)
+        return job
+
+    return announce_and_keep
 
 
 def use_service_logging(settings: Settings) -> None:

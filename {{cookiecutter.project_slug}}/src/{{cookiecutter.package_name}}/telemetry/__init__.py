@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from starlette.middleware import Middleware
     from starlette.routing import BaseRoute
 
+    from ..database import Reads
     from ..settings import Settings
 
 # For the last spans, then the last error reports: well inside the platform's 30 s.
@@ -52,26 +53,35 @@ def serve_web_metrics(settings: Settings) -> None:
         serve_metrics(settings)
 
 
-def web_middleware(settings: Settings, routes: list[BaseRoute], untimed: frozenset[str]) -> list[Middleware]:
+def web_middleware(settings: Settings, routes: list[BaseRoute], probes: frozenset[str]) -> list[Middleware]:
     """Outermost, so the request's span and its timing cover everything else, logging included."""
     from starlette.middleware import Middleware
 
     middleware: list[Middleware] = []
     if settings.telemetry.tracing.on:  # drop: tracing
-        from .tracing import traced_app
+        from .tracing import ServerSpans
 
-        middleware.append(Middleware(traced_app, routes=routes))
+        middleware.append(Middleware(ServerSpans, routes=routes, untraced_paths=probes))
     if settings.telemetry.metrics.on:  # drop: metrics
         from .metrics import WebMetrics
 
-        middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=untimed))
+        middleware.append(Middleware(WebMetrics, routes=routes, untimed_paths=probes))
     return middleware
 
 
 @contextmanager
-def watching(settings: Settings, *engines: AsyncEngine) -> Iterator[None]:
+def watching(settings: Settings, engine: AsyncEngine, reads: Reads) -> Iterator[None]:
     """For a web process's life: a span per statement, a gauge of pool connections; the last spans sent."""
-    watch_engines(settings, *(engine.sync_engine for engine in engines))
+    if settings.telemetry.tracing.on:  # drop: tracing
+        from .tracing import trace_reads, trace_statements
+
+        trace_statements(engine.sync_engine)
+        # Not SQLAlchemy's events for reads: listening to them would take reads off their fast path.
+        trace_reads(reads)
+    if settings.telemetry.metrics.on:  # drop: metrics
+        from .metrics import count_pool_connections
+
+        count_pool_connections(engine.sync_engine, reads.engine.sync_engine)
     try:
         yield
     finally:

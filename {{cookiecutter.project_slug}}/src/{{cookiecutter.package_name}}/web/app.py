@@ -47,13 +47,16 @@ def create_app(settings: Settings) -> Starlette:
             declare_embedded_queue(celery, settings)
             propagate_request_context()
             authenticator = await stack.enter_async_context(authentication(settings.auth, REALM))
-            stack.enter_context(telemetry.watching(settings, engine, reads.engine))  # drop: telemetry
+            stack.enter_context(telemetry.watching(settings, engine, reads))  # drop: telemetry
+            jobs = JobQueue(celery, engine)
+            # Before the engine closes: the last published jobs' outbox rows.
+            stack.push_async_callback(jobs.close)
             resources = Resources(
                 engine=engine,
                 sessions=session_factory(engine),
                 reads=reads,
                 schema=SchemaExpectation.from_migrations(),
-                jobs=JobQueue(celery),
+                jobs=jobs,
                 draining=Draining(),
                 authenticator=authenticator,
             )

@@ -6,14 +6,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, validate
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Row, bindparam, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from ..jobs.outbox import INSERT_JOB, job_row, record_job
+from ..jobs.outbox import INSERT_JOB, job_inserted_with, job_row, record_job
 from ..jobs.tasks import PROCESS_ITEM
 from ..logs import request_id
-from ..models import Item
+from ..models import Item, ItemStatus, OutboxJob
 from .payloads import json_body, plain_text
 from .resources import Resources
 from .responses import ORJSONResponse
@@ -27,6 +28,8 @@ ITEMS_AFTER = (
     select(Item.__table__).where(Item.id > bindparam("after")).order_by(Item.id).limit(bindparam("limit"))
 )
 INSERT_ITEM = insert(Item).returning(*Item.__table__.columns)
+NEW_ITEM = INSERT_ITEM.values(name=bindparam("name"), status=ItemStatus.PENDING).cte("new_item")
+INSERT_ITEM_WITH_JOB = select(NEW_ITEM, job_inserted_with(NEW_ITEM.c.id).label("job_id"))
 
 
 class NewItem(Schema):
@@ -65,16 +68,31 @@ async def create_item(request: Request) -> ORJSONResponse:
     resources: Resources = request.state.resources
     data = NewItem().load(await json_body(request))
 
-    async with resources.engine.begin() as connection:
-        item = (await connection.execute(INSERT_ITEM, {"name": data["name"]})).one()
-        # In the item's own transaction: if the item exists, so does its job.
-        job = record_job(PROCESS_ITEM, [item.id], request_id.get())
-        job.id = (await connection.execute(INSERT_JOB, job_row(job))).scalar_one()
+    # Its one argument, the item's id, comes with the insert.
+    job = record_job(PROCESS_ITEM, [], request_id.get())
+    item = await insert_item_with_job(resources.engine, data["name"], job)
     # After the commit, so the worker finds the item.
-    await resources.jobs.publish(job, resources.engine)
+    await resources.jobs.publish(job)
     return ORJSONResponse(
         item_json(dict(item._mapping)), status_code=201, headers={"Location": f"/items/{item.id}"}
     )
+
+
+async def insert_item_with_job(engine: AsyncEngine, name: str, job: OutboxJob) -> Row[Any]:
+    """Insert the item and, atomically with it, its job (if the item exists, so does its job)."""
+    if engine.dialect.name != "postgresql":
+        # SQLite (the zero-server run) has no INSERT in a WITH clause: two statements in a transaction.
+        async with engine.begin() as connection:
+            item = (await connection.execute(INSERT_ITEM, {"name": name})).one()
+            job.args = [item.id]
+            job.id = (await connection.execute(INSERT_JOB, job_row(job))).scalar_one()
+        return item
+    # One statement is atomic on its own: no BEGIN and COMMIT round trips.
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        item = (await autocommit.execute(INSERT_ITEM_WITH_JOB, {"name": name, **job_row(job)})).one()
+    job.id, job.args = item.job_id, [item.id]
+    return item
 
 
 def item_id_of(segment: str) -> int:
