@@ -68,8 +68,7 @@ def web(reload: bool) -> None:
     """Serve HTTP on $PORT (the Procfile's `web` process)."""
     settings = load_or_exit()
     if settings.web.concurrency == 1 and not reload:
-        # This process imports the app, making objects that live as long as it does: no collector passes
-        # over them until the lifespan freezes them (web/app.py); the passes cost start-up time.
+        # The app's objects live as long as this process: no collections before they are frozen (app.py).
         gc.disable()
     from .web.connections import LingeringHttpToolsProtocol
     from .web.server import ServingConfig, serve

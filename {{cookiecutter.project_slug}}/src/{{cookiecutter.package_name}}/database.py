@@ -41,7 +41,7 @@ WEB_STATEMENT_TIMEOUT_SECONDS = 10
 POOL_TIMEOUT_SECONDS = 5
 # A bound, should a caller build a statement per request.
 COMPILED_READS = 64
-# What a lost, restarting or stalled server raises from asyncpg: a 503, as through SQLAlchemy.
+# A lost, restarting or stalled server, as asyncpg says it: a 503.
 DRIVER_OUTAGES = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
@@ -162,10 +162,8 @@ class Reads:
     async def fetch(
         self, statement: Select[Any], params: dict[str, Any], *, limit_one: bool
     ) -> Sequence[Mapping[str, Any]]:
-        """On asyncpg, SQLAlchemy's compiled SQL runs on the pooled driver connection: SQLAlchemy's
-        execution path is a third of a read's CPU time (bench/PROFILE.md). While something listens to
-        statement events, and on other drivers, SQLAlchemy executes it, so they see it. Either way
-        `observe` wraps it."""
+        """On asyncpg, the compiled SQL runs on the pooled driver connection (bench/PROFILE.md); SQLAlchemy
+        executes it on other drivers and while something listens to its statement events."""
         compiled = self.compiled(statement)
         async with self.connect() as connection:
             with self.observe(compiled.sql):
@@ -188,7 +186,7 @@ class Reads:
             rows: Sequence[Mapping[str, Any]] = await driver.fetch(sql, *arguments)
             return rows
         except DRIVER_OUTAGES as exc:
-            # The connection is suspect: the pool replaces it, and the error handlers answer 503.
+            # The pool replaces the connection; the error handlers answer 503.
             await connection.invalidate()
             raise OperationalError(sql, arguments, exc) from exc
 
