@@ -177,8 +177,8 @@ class Reads:
         connection: AsyncConnection, compiled: CompiledRead, params: dict[str, Any], *, limit_one: bool
     ) -> Sequence[Mapping[str, Any]]:
         sql, arguments = compiled.bind(params)
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None  # a pooled connection, checked out
+        # A pooled connection, checked out: its driver's connection is there.
+        driver: Any = (await connection.get_raw_connection()).driver_connection
         try:
             if limit_one:
                 row = await driver.fetchrow(sql, *arguments)
