@@ -20,10 +20,11 @@ QUEUE = "bench_bare"
 TASK = "bench.count"
 
 
-def create_app(broker_url: str) -> Celery:
-    app = Celery("bench_bare", broker=broker_url, set_as_current=False)
+def guaranteed_app(name: str, queue: str, broker_url: str) -> Celery:
+    """A bare Celery app with the service's delivery guarantees, publishing to and consuming `queue`."""
+    app = Celery(name, broker=broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=QUEUE,
+        task_default_queue=queue,
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_serializer="json",
@@ -31,6 +32,11 @@ def create_app(broker_url: str) -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
     )
+    return app
+
+
+def create_app(broker_url: str) -> Celery:
+    app = guaranteed_app("bench_bare", QUEUE, broker_url)
     app.task(name=TASK)(count)
     return app
 

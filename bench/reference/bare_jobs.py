@@ -28,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .bare_celery import guaranteed_app
+
 QUEUE = "bench_jobs"
 TASK = "bench.process_item"
 # The service's web writes through a pool of DB_POOL_SIZE = 10 connections by default.
@@ -38,16 +40,7 @@ FINISH_ITEM = "UPDATE items SET digest = %s, status = 'done', updated_at = now()
 
 
 def create_app(broker_url: str) -> Celery:
-    app = Celery("bench_jobs", broker=broker_url, set_as_current=False)
-    app.conf.update(
-        task_default_queue=QUEUE,
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        broker_connection_retry_on_startup=True,
-    )
+    app = guaranteed_app("bench_jobs", QUEUE, broker_url)
     app.task(name=TASK)(process_item)
     return app
 
